@@ -1,0 +1,17 @@
+"""startrack: star positions at the Cramér–Rao bound and attitude from small-PSF star sensors.
+
+The pipeline runs left to right: :func:`detect` -> centre of gravity ->
+:func:`localize` (Poisson MLE on a PSF model) -> star identification ->
+attitude. :mod:`startrack.crlb` gives the precision limits the fits reach.
+"""
+
+from . import crlb, simulate
+from .detect import centroid, detect
+from .localize import FLAGS, localize
+from .psf import GaussianPSF, PSFModel, parse_psf
+from .sensor import Sensor
+
+__version__ = "0.1.0"
+
+__all__ = ["Sensor", "GaussianPSF", "PSFModel", "parse_psf", "detect", "centroid", "localize", "FLAGS",
+           "crlb", "simulate", "__version__"]

@@ -1,0 +1,51 @@
+"""The ``startrack`` command line: one sub-command per job.
+
+Each sub-command lives in a module of this package with a ``register(sub)``
+function; :data:`COMMANDS` lists them in the order ``--help`` shows them.
+User mistakes (a missing or corrupt file, a bad option value) end with a
+one-line ``startrack: error: ...`` and exit status 2; ``--debug`` shows the
+traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .. import __version__
+
+COMMANDS = ["demo", "localize", "crlb"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="startrack",
+        description="Star positions at the Cramér–Rao bound, and attitude, from small-PSF star sensors.",
+        epilog="Run 'startrack COMMAND --help' for each command. Start with 'startrack demo'.",
+    )
+    parser.add_argument("--version", action="version", version=f"startrack {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"{__name__}.{name}").register(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("startrack: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, KeyError) as exc:
+        if args.debug:
+            raise
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"startrack {args.command}: error: {msg}", file=sys.stderr)
+        return 2

@@ -1,0 +1,473 @@
+"""Batch Poisson maximum-likelihood localisation at the Cramér–Rao bound.
+
+This is where a star's position is refined. Every star's region of
+interest is fitted by damped Newton steps on the Poisson log-likelihood
+(Fisher scoring with Levenberg–Marquardt damping), started from the centre
+of gravity, and reported with the Cramér–Rao bound of the fitted parameters
+at the estimate. The PSF model enters only through
+:func:`startrack.psf.render_one`, so the Gaussian, the data-built ePSF and the
+turntable per-pixel ePSF all use this fitter unchanged. One numba kernel
+fits every star to convergence; nothing is allocated per star.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+from astropy import units as u
+from astropy.table import Table
+
+from .crlb import PARAMS, _accumulate, param_mask
+from .detect import _check_roi, as_image, as_positions, centroid
+from .psf import PSFModel, render_one, roi_origin
+from .sensor import Sensor
+
+__all__ = ["localize", "FLAGS"]
+
+#: Bit flags in the ``flags`` column (0 = clean fit).
+FLAGS = {
+    "not_converged": 1,  # iteration limit reached: the estimate is not the MLE
+    "edge": 2,  # ROI clipped by the image edge
+    "saturated": 4,  # saturated pixels left out of the likelihood
+    "masked": 8,  # masked or non-finite pixels left out of the likelihood
+    "no_fit": 16,  # position off the image, too few usable pixels or no valid model: NaN results
+    "below_offset": 32,  # pixels implausibly far below the dark offset (wrong offset?)
+    "moved": 64,  # the fit left the central pixel by more than half the ROI: unreliable
+    "bad_start": 128,  # no positive signal for the CG start: started from the given position
+}
+
+# Stars per kernel call: bounds the memory of the gathered ROIs.
+_CHUNK = 65536
+
+
+@nb.njit(cache=True)
+def _cholesky_free(A, free, mu, M):
+    """Cholesky factor (lower, in M) of A + mu diag(A) on the free parameters, identity elsewhere."""
+    for a in range(4):
+        for c in range(4):
+            M[a, c] = A[a, c] if (free[a] and free[c]) else 0.0
+        if free[a]:
+            M[a, a] *= 1.0 + mu
+        else:
+            M[a, a] = 1.0
+    for a in range(4):
+        s = M[a, a]
+        for c in range(a):
+            s -= M[a, c] * M[a, c]
+        if not s > 0.0:
+            return False
+        M[a, a] = math.sqrt(s)
+        for e in range(a + 1, 4):
+            t = M[e, a]
+            for c in range(a):
+                t -= M[e, c] * M[a, c]
+            M[e, a] = t / M[a, a]
+    return True
+
+
+@nb.njit(cache=True)
+def _cholesky_solve(M, b, free, out):
+    for a in range(4):
+        s = b[a] if free[a] else 0.0
+        for c in range(a):
+            s -= M[a, c] * out[c]
+        out[a] = s / M[a, a]
+    for a in range(3, -1, -1):
+        s = out[a]
+        for c in range(a + 1, 4):
+            s -= M[c, a] * out[c]
+        out[a] = s / M[a, a]
+
+
+@nb.njit(cache=True)
+def _solve_free(A, b, free, mu, M, out):
+    """Solve (A + mu diag(A)) out = b on the free parameters; False if not positive definite."""
+    if not _cholesky_free(A, free, mu, M):
+        return False
+    _cholesky_solve(M, b, free, out)
+    return True
+
+
+@nb.njit(cache=True)
+def _inverse_free(F, free, M, unit, col, out):
+    """CRLB: inverse of F on the free parameters, NaN elsewhere and when F is singular."""
+    out[:, :] = np.nan
+    if not _cholesky_free(F, free, 0.0, M):
+        return
+    for a in range(4):
+        if not free[a]:
+            continue
+        unit[:] = 0.0
+        unit[a] = 1.0
+        _cholesky_solve(M, unit, free, col)
+        for c in range(4):
+            if free[c]:
+                out[a, c] = col[c]
+
+
+@nb.njit(cache=True)
+def _propose(th, step, free, max_step, x0, y0, nx, ny, out):
+    """th + step with the position step capped, the flux kept positive and the position inside the ROI."""
+    size = max(abs(step[0]), abs(step[1]))
+    scale = max_step / size if size > max_step else 1.0
+    flux = th[2]
+    for a in range(4):
+        out[a] = th[a] + scale * step[a]
+    if out[2] <= 0.0 and free[2]:
+        out[2] = 0.1 * flux
+    out[0] = min(max(out[0], x0 - 0.5), x0 + nx - 0.5)
+    out[1] = min(max(out[1], y0 - 0.5), y0 + ny - 0.5)
+
+
+@nb.njit(cache=True, parallel=True)
+def _fit_kernel(data, weight, x0, y0, theta, kind, params, table, free, floor, tol, max_step, max_iter,
+                use, cov, loglike, iters, status, nthreads):
+    """Damped Newton fit of every star to convergence, one star after another per thread.
+
+    Steps use the observed Hessian of the log-likelihood when it is
+    positive definite (quadratic convergence, as in the small-PSF paper)
+    and the Fisher matrix otherwise (scoring: always an ascent direction);
+    Levenberg–Marquardt damping rejects steps that lower the likelihood.
+    ``theta`` holds the start and receives the estimate; ``status``: 1
+    converged, 2 iteration limit, 3 model mean not positive at the start.
+    Work arrays are per thread, so the loop allocates nothing per star.
+    """
+    n, ny, nx = data.shape
+    per = (n + nthreads - 1) // nthreads
+    for t in nb.prange(nthreads):
+        r = np.empty((6, ny, nx))
+        work = np.empty((6, max(ny, nx)))
+        g = np.empty(4)
+        F = np.empty((4, 4))
+        H = np.empty((4, 4))
+        gt = np.empty(4)
+        Ft = np.empty((4, 4))
+        Ht = np.empty((4, 4))
+        M = np.empty((4, 4))
+        step = np.empty(4)
+        th = np.empty(4)
+        tr = np.empty(4)
+        unit = np.empty(4)
+        for k in range(t * per, min(n, (t + 1) * per)):
+            if not use[k]:
+                continue
+            for a in range(4):
+                th[a] = theta[k, a]
+            render_one(kind, params, table, th[0], th[1], x0[k], y0[k], r, work, True)
+            L = _accumulate(r, data[k], weight[k], th[2], th[3], floor, True, g, F, H)
+            if not L > -np.inf:
+                status[k] = 3
+                continue
+            mu = 1e-3
+            it = 0
+            st = 2
+            fresh = True  # at a newly accepted point, where mu is small
+            while True:
+                if not _solve_free(H, g, free, mu, M, step):
+                    # Hessian not positive definite here: take the scoring step.
+                    if not _solve_free(F, g, free, mu, M, step):
+                        mu = mu * 10.0 + 1e-3
+                        fresh = False
+                        if mu > 1e10:
+                            break
+                        continue
+                if fresh:
+                    # Newton decrement g' H^-1 g: how far the log-likelihood can still rise.
+                    dec = 0.0
+                    for a in range(4):
+                        dec += g[a] * step[a]
+                    if dec < tol:
+                        # The remaining step is below sqrt(tol) of the precision limit:
+                        # take it without paying for another evaluation.
+                        _propose(th, step, free, max_step, x0[k], y0[k], nx, ny, th)
+                        st = 1
+                        break
+                if it >= max_iter:
+                    break
+                it += 1
+                _propose(th, step, free, max_step, x0[k], y0[k], nx, ny, tr)
+                render_one(kind, params, table, tr[0], tr[1], x0[k], y0[k], r, work, True)
+                Lt = _accumulate(r, data[k], weight[k], tr[2], tr[3], floor, True, gt, Ft, Ht)
+                if Lt >= L - 1e-12 * abs(L):
+                    L = Lt
+                    for a in range(4):
+                        th[a] = tr[a]
+                        g[a] = gt[a]
+                        for c in range(4):
+                            F[a, c] = Ft[a, c]
+                            H[a, c] = Ht[a, c]
+                    mu = max(mu * 0.3, 1e-7)
+                    fresh = True
+                else:
+                    mu *= 10.0
+                    fresh = False
+                    if mu > 1e10:  # no ascent direction left: at the optimum to rounding
+                        st = 1
+                        break
+            for a in range(4):
+                theta[k, a] = th[a]
+            loglike[k] = L
+            iters[k] = it
+            status[k] = st
+            _inverse_free(F, free, M, unit, gt, cov[k])
+
+
+@nb.njit(cache=True, parallel=True)
+def _gather(img, mask, use_mask, x0, y0, ny, nx, offset, gain, shift, floor, saturation, below, nthreads):
+    """Cut every star's ROI out of the raw frame in one pass, in shifted-Poisson units.
+
+    Returns the data ``(P - s0)/K + read_noise^2``, 0/1 weights (0 for
+    off-image, non-finite, masked and saturated pixels), the flags
+    describing what was left out, and a start (flux, background) from
+    the ROI border median.
+    """
+    n = x0.shape[0]
+    h, w = img.shape
+    data = np.zeros((n, ny, nx))
+    weight = np.zeros((n, ny, nx))
+    flags = np.zeros(n, np.int64)
+    start = np.zeros((n, 2))
+    nring = max(2 * (nx + ny) - 4, 1)
+    per = (n + nthreads - 1) // nthreads
+    for t in nb.prange(nthreads):
+        ring = np.empty(nring)
+        for k in range(t * per, min(n, (t + 1) * per)):
+            inside = 0
+            used = 0
+            m = 0
+            total = 0.0
+            lo = np.inf
+            f = 0
+            for i in range(ny):
+                r = y0[k] + i
+                for j in range(nx):
+                    c = x0[k] + j
+                    if r < 0 or r >= h or c < 0 or c >= w:
+                        continue
+                    inside += 1
+                    p = img[r, c]
+                    if not math.isfinite(p) or (use_mask and mask[r, c]):
+                        f |= 8
+                        continue
+                    if p >= saturation:
+                        f |= 4
+                        continue
+                    d = (p - offset) / gain + shift
+                    data[k, i, j] = d
+                    weight[k, i, j] = 1.0
+                    used += 1
+                    total += d
+                    lo = min(lo, d)
+                    if d < below:
+                        f |= 32
+                    if i == 0 or j == 0 or i == ny - 1 or j == nx - 1:
+                        ring[m] = d
+                        m += 1
+            if inside < nx * ny:
+                f |= 2
+            flags[k] = f
+            if used == 0:
+                continue
+            bg = max((np.median(ring[:m]) if m > 0 else lo) - floor, -0.5 * floor)
+            start[k, 0] = max(total - used * (bg + floor), 1.0)
+            start[k, 1] = bg
+    return data, weight, flags, start
+
+
+def _column_or(value, positions, col, n, name):
+    if value is None and isinstance(positions, Table) and col in positions.colnames:
+        value = np.asarray(positions[col], dtype=float)
+    if value is None:
+        return None
+    arr = np.asarray(value, dtype=float)
+    try:
+        return np.broadcast_to(arr, (n,)).astype(float)
+    except ValueError:
+        raise ValueError(f"{name} must be a scalar or have one value per star ({n}), got shape {arr.shape}") from None
+
+
+def localize(image, positions, model: PSFModel, sensor: Sensor | None = None, *,
+             fit=PARAMS, roi=5, flux=None, background=None, mask=None, start="cg",
+             max_iter=50, tol=1e-4, max_step=1.0):
+    """Poisson maximum-likelihood positions of many stars in one frame, with their CRLB.
+
+    Parameters
+    ----------
+    image : 2-D array
+        Raw frame in DN. NaN/inf pixels, ``mask`` pixels and saturated pixels
+        are left out of the likelihood.
+    positions : (n, 2) array or Table
+        Rough (x, y) per star (a detection table with ``x_cg, y_cg`` works).
+    model : PSFModel
+        E.g. ``GaussianPSF(0.3)`` or an :class:`~startrack.EPSF`.
+    sensor : Sensor, optional
+        Gain, offset, dark variance, read noise, saturation. Without it the
+        image is taken to be in photo-electrons with no dark noise.
+    fit : sequence of str
+        Fitted parameters, a subset of ``("x", "y", "flux", "background")``.
+        Parameters not fitted are held at ``flux``/``background`` (or at the
+        given position for x, y).
+    roi : int
+        Width of the square fitting window (px), centred on the pixel holding
+        the CG start.
+    flux, background : float or array, optional
+        Known star flux (e-) and sky background (e-/pixel above the dark
+        level), required when those parameters are not fitted; may also come
+        from ``flux``/``background`` columns of a positions Table.
+    mask : 2-D bool array, optional
+        True where a pixel must be ignored.
+    start : {"cg", "given"}
+        Start each fit from the centre of gravity around the given position
+        (default) or from the given position itself.
+    max_iter : int
+        Iteration limit; stars that reach it are flagged ``not_converged``.
+    tol : float
+        Convergence threshold on the Newton decrement ``g' F^-1 g`` (how much
+        the log-likelihood could still rise). Below it the last Newton step,
+        at most ``sqrt(tol)`` of the precision limit (1 % by default), is
+        taken without re-evaluating the likelihood.
+    max_step : float
+        Largest position step per iteration (px).
+
+    Returns
+    -------
+    Table
+        One row per input position: ``x, y`` (px), ``flux`` (e-),
+        ``background`` (e-/px above the dark level), ``x_err, y_err,
+        flux_err, background_err`` (square roots of the CRLB of the fitted
+        parameter set at the estimate; NaN for parameters held fixed),
+        ``x_start, y_start``, ``loglike`` (sum of ``d ln(lambda) - lambda``
+        over the ROI, the Poisson log-likelihood without its data-only
+        constant), ``iterations``, ``converged`` and ``flags`` (bits in
+        :data:`FLAGS`). The Poisson mean of a pixel is ``flux * psf +
+        background + dark_var (+ read_noise^2)``.
+
+    Examples
+    --------
+    >>> import startrack as st
+    >>> sensor = st.Sensor(gain=0.2, offset=37, dark_var=25)
+    >>> psf = st.GaussianPSF(0.3)
+    >>> img = st.simulate.simulate_frame((32, 32), 15.3, 16.5, 1500, psf, sensor, seed=1)
+    >>> t = st.localize(img, [(15, 16)], psf, sensor)
+    >>> bool(abs(t["x"][0] - 15.3) < 5 * t["x_err"][0])
+    True
+    """
+    img = as_image(image)
+    if not isinstance(model, PSFModel) or model.kind < 0:
+        raise ValueError(f"model must be a startrack PSF model (e.g. GaussianPSF(0.3)), got {type(model).__name__}")
+    if sensor is None:
+        sensor = Sensor(gain=1.0)
+    elif not isinstance(sensor, Sensor):
+        raise ValueError(f"sensor must be a startrack.Sensor, got {type(sensor).__name__}")
+    free = param_mask(fit, "fit")
+    roi = _check_roi(roi)
+    if start not in ("cg", "given"):
+        raise ValueError(f"start must be 'cg' or 'given', got {start!r}")
+    if int(max_iter) < 1:
+        raise ValueError(f"max_iter must be >= 1, got {max_iter}")
+    xy = as_positions(positions)
+    n = len(xy)
+    fixed_flux = _column_or(flux, positions, "flux", n, "flux")
+    fixed_bg = _column_or(background, positions, "background", n, "background")
+    if not free[2] and fixed_flux is None:
+        raise ValueError("flux is not fitted: pass flux= (e-) or a positions table with a 'flux' column")
+    if not free[3] and fixed_bg is None:
+        raise ValueError("background is not fitted: pass background= (e-/pixel) or a positions table "
+                         "with a 'background' column")
+    if mask is not None:
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != img.shape:
+            raise ValueError(f"mask shape {mask.shape} does not match image shape {img.shape}")
+
+    h, w = img.shape
+    flags = np.zeros(n, np.int64)
+    finite = np.all(np.isfinite(xy), axis=1)
+    on_img = finite & (xy[:, 0] >= -0.5) & (xy[:, 0] < w - 0.5) & (xy[:, 1] >= -0.5) & (xy[:, 1] < h - 0.5)
+    flags[~on_img] |= FLAGS["no_fit"]
+    start_xy = np.where(on_img[:, None], xy, np.nan)
+    if start == "cg" and n:
+        # CG is affine-invariant in intensity, so it runs on the raw DN frame.
+        cg = centroid(img, np.where(on_img[:, None], xy, 0.0), roi=roi, mask=mask)
+        cxy = np.column_stack([cg["x_cg"], cg["y_cg"]])
+        good = np.all(np.isfinite(cxy), axis=1)
+        flags[on_img & ~good] |= FLAGS["bad_start"]
+        for a in range(2):
+            if free[a]:
+                start_xy[:, a] = np.where(good, cxy[:, a], start_xy[:, a])
+
+    theta = np.full((n, 4), np.nan)
+    cov = np.full((n, 4, 4), np.nan)
+    loglike = np.full(n, np.nan)
+    iters = np.zeros(n, np.int64)
+    status = np.zeros(n, np.int64)
+    floor = sensor.noise_floor
+    below = -5.0 * math.sqrt(max(floor, 1.0))
+    sat = np.inf if sensor.saturation is None else sensor.saturation
+    use_mask = mask is not None
+    mask_arr = mask if use_mask else np.zeros((1, 1), dtype=bool)
+    min_pixels = max(int(free.sum()) + 1, 3)
+    params = np.ascontiguousarray(model.params, np.float64)
+    table = np.ascontiguousarray(model.table, np.float64)
+    for lo in range(0, n, _CHUNK):
+        idx = np.flatnonzero(on_img[lo:lo + _CHUNK]) + lo
+        if idx.size == 0:
+            continue
+        x0 = roi_origin(start_xy[idx, 0], roi)
+        y0 = roi_origin(start_xy[idx, 1], roi)
+        data, weight, f, fb = _gather(img, mask_arr, use_mask, x0, y0, roi, roi, sensor.offset, sensor.gain,
+                                      sensor.read_noise ** 2, floor, sat, below, nb.get_num_threads())
+        enough = weight.sum(axis=(1, 2)) >= min_pixels
+        flags[idx] |= f | np.where(enough, 0, FLAGS["no_fit"])
+        th = np.column_stack([start_xy[idx], fb])
+        if not free[2]:
+            th[:, 2] = fixed_flux[idx]
+        if not free[3]:
+            th[:, 3] = fixed_bg[idx]
+        c = np.full((idx.size, 4, 4), np.nan)
+        ll = np.full(idx.size, np.nan)
+        it = np.zeros(idx.size, np.int64)
+        stt = np.zeros(idx.size, np.int64)
+        _fit_kernel(data, weight, x0, y0, th, model.kind, params, table, free, floor, float(tol),
+                    float(max_step), int(max_iter), enough, c, ll, it, stt, nb.get_num_threads())
+        theta[idx], cov[idx], loglike[idx], iters[idx], status[idx] = th, c, ll, it, stt
+
+    flags[status == 3] |= FLAGS["no_fit"]  # model mean not positive at the start
+    nofit = (flags & FLAGS["no_fit"]) > 0
+    flags[~nofit & (status != 1)] |= FLAGS["not_converged"]
+    theta[nofit] = np.nan
+    cov[nofit] = np.nan
+    loglike[nofit] = np.nan
+    with np.errstate(invalid="ignore"):
+        moved = np.any(np.abs(theta[:, :2] - start_xy) > (roi - 1) / 2.0, axis=1)
+    flags[moved] |= FLAGS["moved"]
+    return _table(theta, cov, start_xy, loglike, iters, status, flags, model, sensor, fit, roi)
+
+
+def _table(theta, cov, start_xy, loglike, iters, status, flags, model, sensor, fit, roi):
+    with np.errstate(invalid="ignore"):
+        err = np.sqrt(np.diagonal(cov, axis1=1, axis2=2))
+    t = Table()
+    t["x"] = theta[:, 0] * u.pix
+    t["y"] = theta[:, 1] * u.pix
+    t["flux"] = theta[:, 2] * u.electron
+    t["background"] = theta[:, 3] * u.electron / u.pix
+    t["x_err"] = err[:, 0] * u.pix
+    t["y_err"] = err[:, 1] * u.pix
+    t["flux_err"] = err[:, 2] * u.electron
+    t["background_err"] = err[:, 3] * u.electron / u.pix
+    t["x_start"] = start_xy[:, 0] * u.pix
+    t["y_start"] = start_xy[:, 1] * u.pix
+    t["loglike"] = loglike
+    t["iterations"] = iters
+    t["converged"] = status == 1
+    t["flags"] = flags
+    t.meta["psf"] = getattr(model, "spec", repr(model))
+    t.meta["fit"] = [p for p, m in zip(PARAMS, param_mask(fit)) if m]
+    t.meta["roi"] = roi
+    t.meta["crlb"] = "sqrt of the CRLB of the fitted parameters, evaluated at the estimate"
+    t.meta["flags"] = dict(FLAGS)
+    t.meta["sensor"] = {"gain": sensor.gain, "offset": sensor.offset, "dark_var": sensor.dark_var,
+                        "read_noise": sensor.read_noise, "saturation": sensor.saturation}
+    return t

@@ -1,0 +1,258 @@
+"""PSF models behind one interface.
+
+Every model answers one question for a batch of stars: *which fraction of a
+star's flux does each pixel of a region of interest record, and how does that
+fraction change when the star moves?* :meth:`PSFModel.render` returns the
+pixel values and their x/y derivatives on an ROI grid. The fitter
+(:func:`startrack.localize`), the Cramér–Rao bound (:mod:`startrack.crlb`) and
+the simulator (:mod:`startrack.simulate`) use nothing else, so a new model
+(the data-built ePSF, a per-pixel turntable ePSF) plugs in without touching them.
+
+Conventions: pixel (row i, column j) is centred at (x=j, y=i) and spans
+[j-0.5, j+0.5); positions are in pixels.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+
+__all__ = ["PSFModel", "GaussianPSF", "parse_psf", "roi_origin"]
+
+
+def roi_origin(pos, roi):
+    """First pixel index of an ``roi``-wide window centred as nearly as possible on ``pos``.
+
+    For odd ``roi`` the window is centred on the pixel containing ``pos``; for
+    even ``roi`` on the pixel corner nearest to ``pos``.
+    """
+    return np.floor(np.asarray(pos, dtype=float) - (roi - 1) / 2.0 + 0.5).astype(np.int64)
+
+
+#: Renderer kinds known to :func:`render_one` (the fitter's fused kernel).
+GAUSSIAN = 0
+GRID = 1
+PIXEL_GRID = 2
+
+
+class PSFModel:
+    """Interface of a pixel-integrated PSF model.
+
+    A model is three things the numba kernels understand: ``kind`` (which
+    branch of :func:`render_one` renders it), ``params`` (1-D float64 array)
+    and ``table`` (3-D float64 array, e.g. spline coefficients; ``(0, 0, 0)``
+    when unused). Subclasses set them and :meth:`render` follows.
+
+    Attributes
+    ----------
+    support : float
+        Radius in pixels beyond which the model records a negligible fraction
+        of the flux; used to size simulation stamps and default ROIs.
+    """
+
+    kind: int = -1
+    support: float = 3.0
+
+    @property
+    def params(self) -> np.ndarray:
+        raise NotImplementedError
+
+    @property
+    def table(self) -> np.ndarray:
+        return np.zeros((0, 0, 0))
+
+    def render(self, x, y, x0, y0, shape, second=False):
+        """Pixel fractions of unit flux and their derivatives for a batch of stars.
+
+        Parameters
+        ----------
+        x, y : array-like, shape (n,)
+            Star positions in pixels.
+        x0, y0 : array-like of int, shape (n,)
+            Column and row of each ROI's first pixel.
+        shape : tuple (ny, nx)
+            ROI size in pixels.
+        second : bool
+            Also return the second derivatives.
+
+        Returns
+        -------
+        value, d_dx, d_dy[, d2_dx2, d2_dxdy, d2_dy2] : ndarray, shape (n, ny, nx)
+            ``value[k, i, j]``: fraction of star k's flux recorded by pixel
+            ``(y0[k] + i, x0[k] + j)``; the derivatives are with respect to
+            the star's x/y position (1/px, 1/px^2).
+        """
+        ny, nx = (int(s) for s in shape)
+        x, y = np.broadcast_arrays(np.atleast_1d(np.asarray(x, np.float64)), np.atleast_1d(np.asarray(y, np.float64)))
+        x0, y0 = np.broadcast_arrays(np.atleast_1d(np.asarray(x0, np.int64)), np.atleast_1d(np.asarray(y0, np.int64)))
+        out = _render_batch(self.kind, np.ascontiguousarray(self.params, np.float64),
+                            np.ascontiguousarray(self.table, np.float64),
+                            np.ascontiguousarray(x.ravel()), np.ascontiguousarray(y.ravel()),
+                            np.ascontiguousarray(x0.ravel()), np.ascontiguousarray(y0.ravel()), ny, nx, bool(second))
+        return tuple(out[:, i] for i in range(6 if second else 3))
+
+    def default_roi(self) -> int:
+        """Odd ROI width (px) that holds the model's support, at least 5."""
+        return int(max(5, 2 * math.ceil(self.support) + 1))
+
+    def image(self, x, y, shape, flux=1.0):
+        """Noise-free image (``flux`` times the pixel fractions) of one star on a ``shape`` grid."""
+        val, _, _ = self.render([float(x)], [float(y)], [0], [0], shape)
+        return flux * val[0]
+
+    @property
+    def spec(self) -> str:
+        """Short text form accepted by :func:`parse_psf`."""
+        raise NotImplementedError
+
+
+_SQRT1_2 = 1.0 / math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+@nb.njit(cache=True)
+def _axis_profile(c, sigma, n, first, val, der, der2):
+    """Fraction of a 1-D Gaussian at c over pixels first..first+n-1, and its 1st/2nd derivatives in c.
+
+    Each pixel edge's normal tail is computed once (one erfc per edge, on
+    the far side of the mean so that tiny tail fractions keep full precision).
+    """
+    inv = 1.0 / sigma
+    t = (first - 0.5 - c) * inv
+    tail_prev = 0.5 * math.erfc(abs(t) * _SQRT1_2)
+    pdf_prev = math.exp(-0.5 * t * t) * _INV_SQRT_2PI
+    t_prev = t
+    for k in range(n):
+        t = t_prev + inv
+        tail = 0.5 * math.erfc(abs(t) * _SQRT1_2)
+        pdf = math.exp(-0.5 * t * t) * _INV_SQRT_2PI
+        if t_prev >= 0.0:  # both edges above the mean: difference of upper tails
+            val[k] = tail_prev - tail
+        elif t <= 0.0:  # both below: difference of lower tails
+            val[k] = tail - tail_prev
+        else:  # the pixel holds the mean
+            val[k] = 1.0 - tail_prev - tail
+        der[k] = (pdf_prev - pdf) * inv
+        der2[k] = (t_prev * pdf_prev - t * pdf) * inv * inv
+        t_prev = t
+        tail_prev = tail
+        pdf_prev = pdf
+
+
+@nb.njit(cache=True)
+def _gaussian_one(params, x, y, x0, y0, out, work, second):
+    ny, nx = out.shape[1], out.shape[2]
+    vx, gx, hx = work[0, :nx], work[1, :nx], work[2, :nx]
+    vy, gy, hy = work[3, :ny], work[4, :ny], work[5, :ny]
+    _axis_profile(x, params[0], nx, x0, vx, gx, hx)
+    _axis_profile(y, params[1], ny, y0, vy, gy, hy)
+    for i in range(ny):
+        for j in range(nx):
+            out[0, i, j] = vy[i] * vx[j]
+            out[1, i, j] = vy[i] * gx[j]
+            out[2, i, j] = gy[i] * vx[j]
+    if second:
+        for i in range(ny):
+            for j in range(nx):
+                out[3, i, j] = vy[i] * hx[j]
+                out[4, i, j] = gy[i] * gx[j]
+                out[5, i, j] = hy[i] * vx[j]
+
+
+@nb.njit(cache=True)
+def render_one(kind, params, table, x, y, x0, y0, out, work, second):
+    """Render one star at (x, y) into an ROI whose first pixel is (column x0, row y0).
+
+    ``out`` has shape (6, ny, nx): the pixel fractions of unit flux, their
+    derivatives d/dx, d/dy and, when ``second`` is True, d2/dx2, d2/dxdy,
+    d2/dy2 (all with respect to the star position). ``work`` is (6, max(ny, nx))
+    scratch. This is the single place where a model's ``kind`` selects its
+    numba renderer: a new model adds its branch here, and the fitter, the
+    CRLB and the simulator use it unchanged.
+    """
+    if kind == GAUSSIAN:
+        _gaussian_one(params, x, y, x0, y0, out, work, second)
+    else:
+        out[:, :, :] = np.nan
+
+
+@nb.njit(cache=True, parallel=True)
+def _render_batch(kind, params, table, x, y, x0, y0, ny, nx, second):
+    n = x.shape[0]
+    out = np.empty((n, 6, ny, nx))
+    work = np.empty((n, 6, max(ny, nx)))
+    for k in nb.prange(n):
+        render_one(kind, params, table, x[k], y[k], x0[k], y0[k], out[k], work[k], second)
+    return out
+
+
+class GaussianPSF(PSFModel):
+    """Gaussian PSF integrated over square pixels (the erf model).
+
+    ``value_ij = [Phi((j+.5-x)/sx) - Phi((j-.5-x)/sx)] * [Phi((i+.5-y)/sy) - Phi((i-.5-y)/sy)]``
+
+    Parameters
+    ----------
+    sigma : float
+        Gaussian radius (standard deviation) in pixels; the small-PSF paper's ``r``.
+    sigma_y : float, optional
+        Radius along y when it differs from ``sigma`` (then ``sigma`` is the x radius).
+    """
+
+    def __init__(self, sigma, sigma_y=None):
+        sx = float(sigma)
+        sy = sx if sigma_y is None else float(sigma_y)
+        for name, s in (("sigma", sx), ("sigma_y", sy)):
+            if not math.isfinite(s) or s <= 0:
+                raise ValueError(f"{name} must be a positive number of pixels, got {s}")
+        self.sigma_x = sx
+        self.sigma_y = sy
+        self.support = 4.0 * max(sx, sy) + 0.5
+
+    def default_roi(self) -> int:
+        # +-3.5 sigma holds 99.95 % of the flux: wider ROIs add only noise.
+        return int(max(5, 2 * math.ceil(3.5 * max(self.sigma_x, self.sigma_y)) + 1))
+
+    kind = GAUSSIAN
+
+    @property
+    def params(self) -> np.ndarray:
+        return np.array([self.sigma_x, self.sigma_y])
+
+    @property
+    def spec(self) -> str:
+        if self.sigma_x == self.sigma_y:
+            return f"gaussian:{self.sigma_x:g}"
+        return f"gaussian:{self.sigma_x:g},{self.sigma_y:g}"
+
+    def __repr__(self):
+        if self.sigma_x == self.sigma_y:
+            return f"GaussianPSF(sigma={self.sigma_x:g})"
+        return f"GaussianPSF(sigma={self.sigma_x:g}, sigma_y={self.sigma_y:g})"
+
+
+def parse_psf(spec: str) -> PSFModel:
+    """Build a PSF model from its text form.
+
+    ``gaussian:SIGMA`` or ``gaussian:SX,SY`` (pixels); ``epsf:FILE`` (an ePSF
+    FITS file written by :meth:`startrack.EPSF.save`).
+    """
+    if not isinstance(spec, str) or ":" not in spec:
+        raise ValueError(f"--psf must look like 'gaussian:SIGMA' or 'epsf:FILE', got {spec!r}")
+    kind, _, arg = spec.partition(":")
+    kind = kind.strip().lower()
+    if kind == "gaussian":
+        try:
+            sig = [float(v) for v in arg.split(",")]
+        except ValueError:
+            raise ValueError(f"--psf gaussian needs a number of pixels, got {arg!r}") from None
+        if len(sig) not in (1, 2):
+            raise ValueError(f"--psf gaussian takes SIGMA or SX,SY, got {arg!r}")
+        return GaussianPSF(*sig)
+    if kind == "epsf":
+        from .epsf import EPSF
+
+        return EPSF.load(arg)
+    raise ValueError(f"unknown PSF model {kind!r}; use 'gaussian:SIGMA' or 'epsf:FILE'")

@@ -1,0 +1,82 @@
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+
+from startrack.cli import main
+
+
+def test_demo(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "d")]) == 0
+    out = capsys.readouterr().out
+    assert "Poisson MLE" in out
+    t = Table.read(tmp_path / "d" / "stars.ecsv")
+    assert len(t) > 40 and t["converged"].all()
+
+
+def test_localize_command(tmp_path, capsys):
+    from startrack.cli.demo import sample_path
+
+    out = tmp_path / "stars.ecsv"
+    rc = main(["localize", str(sample_path("sample_frame.fits")), "--psf", "gaussian:0.35",
+               "--camera", str(sample_path("sample_camera.toml")), "--out", str(out), "-q"])
+    assert rc == 0
+    t = Table.read(out)
+    assert {"x", "y", "x_err", "y_err", "x_cg", "frame"} <= set(t.colnames)
+
+
+def test_localize_two_frames_one_corrupt(tmp_path, capsys):
+    from startrack.cli.demo import sample_path
+
+    bad = tmp_path / "bad.fits"
+    bad.write_bytes(b"SIMPLE  = T\ngarbage")
+    out = tmp_path / "s.fits"
+    rc = main(["localize", str(sample_path("sample_frame.fits")), str(bad), "--psf", "gaussian:0.35",
+               "--out", str(out), "-q"])
+    assert rc == 0
+    assert "skipping" in capsys.readouterr().err
+    assert len(Table.read(out)) > 40
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["localize", "missing.fits"], "no such file"),
+    (["localize", "{frame}", "--psf", "airy:2"], "unknown PSF"),
+    (["localize", "{frame}", "--camera", "{badtoml}"], "TOML"),
+    (["localize", "{frame}", "--roi", "1"], "roi"),
+    (["crlb", "--radius", "-1", "--photons", "10"], "radius"),
+])
+def test_user_errors_are_one_line(tmp_path, capsys, argv, match):
+    frame = tmp_path / "f.npy"
+    np.save(frame, np.ones((30, 30)))
+    badtoml = tmp_path / "c.toml"
+    badtoml.write_text("[sensor\n")
+    argv = [a.format(frame=frame, badtoml=badtoml) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "error" in err
+    assert match in err
+
+
+def test_crlb_command(capsys):
+    assert main(["crlb", "--radius", "0.2", "--photons", "1500", "--dark-var", "25", "--params", "x"]) == 0
+    out = capsys.readouterr().out
+    assert "closed-form optimum" in out and "0.0066" in out
+
+
+def test_help_for_every_command(capsys):
+    from startrack.cli import COMMANDS
+
+    for cmd in COMMANDS:
+        with pytest.raises(SystemExit) as e:
+            main([cmd, "--help"])
+        assert e.value.code == 0
+    assert "example" in capsys.readouterr().out
+
+
+def test_fits_frame_with_header(tmp_path):
+    from startrack.io import read_frame
+
+    p = tmp_path / "x.fits"
+    fits.PrimaryHDU(np.arange(12, dtype=np.uint16).reshape(3, 4)).writeto(p)
+    data, meta = read_frame(p)
+    assert data.shape == (3, 4) and meta["dtype"] == "uint16" or meta["dtype"] == ">u2"
