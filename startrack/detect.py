@@ -59,10 +59,10 @@ def as_positions(positions, name="positions") -> np.ndarray:
 
 
 @nb.njit(cache=True, parallel=True)
-def _centroid_kernel(image, valid, x0, y0, roi, bg_in, threshold, use_threshold):
+def _centroid_kernel(image, valid, x0, y0, ny, nx, bg_in, threshold, use_threshold):
     n = x0.shape[0]
     h, w = image.shape
-    nb_max = 4 * roi - 4 if roi > 1 else 1
+    nb_max = 2 * (ny + nx)
     xc = np.full(n, np.nan)
     yc = np.full(n, np.nan)
     flux = np.zeros(n)
@@ -73,9 +73,9 @@ def _centroid_kernel(image, valid, x0, y0, roi, bg_in, threshold, use_threshold)
         bg = bg_in[k]
         if math.isnan(bg):
             m = 0
-            for i in range(roi):
-                for j in range(roi):
-                    if 0 < i < roi - 1 and 0 < j < roi - 1:
+            for i in range(ny):
+                for j in range(nx):
+                    if 0 < i < ny - 1 and 0 < j < nx - 1:
                         continue
                     r = y0[k] + i
                     c = x0[k] + j
@@ -90,11 +90,11 @@ def _centroid_kernel(image, valid, x0, y0, roi, bg_in, threshold, use_threshold)
         sx = 0.0
         sy = 0.0
         cnt = 0
-        for i in range(roi):
+        for i in range(ny):
             r = y0[k] + i
             if r < 0 or r >= h:
                 continue
-            for j in range(roi):
+            for j in range(nx):
                 c = x0[k] + j
                 if c < 0 or c >= w or not valid[r, c]:
                     continue
@@ -123,8 +123,9 @@ def centroid(image, positions, *, roi=5, background="border", threshold=0.0, mas
     positions : (n, 2) array or Table
         Rough (x, y) of each star; each window is ``roi`` x ``roi`` pixels
         centred on the pixel holding the position (clipped at the image edge).
-    roi : int
-        Window width in pixels.
+    roi : int or (ny, nx)
+        Window width in pixels, or its rows and columns (e.g. ``(1, 9)`` for
+        a line-sensor signal stored as one image row).
     background : "border", float or array
         Level subtracted before the moments: ``"border"`` takes the median of
         each window's outermost ring of pixels.
@@ -143,7 +144,7 @@ def centroid(image, positions, *, roi=5, background="border", threshold=0.0, mas
     """
     img = as_image(image)
     xy = as_positions(positions)
-    roi = _check_roi(roi)
+    ny, nx = roi_shape(roi)
     valid = np.isfinite(img)
     if mask is not None:
         mask = np.asarray(mask, dtype=bool)
@@ -160,9 +161,10 @@ def centroid(image, positions, *, roi=5, background="border", threshold=0.0, mas
     use_thr = threshold is not None
     thr = float(threshold) if use_thr else 0.0
     finite = np.all(np.isfinite(xy), axis=1)
-    x0 = np.where(finite, roi_origin(np.where(finite, xy[:, 0], 0), roi), -10 * roi)
-    y0 = np.where(finite, roi_origin(np.where(finite, xy[:, 1], 0), roi), -10 * roi)
-    xc, yc, flux, bgo, npix = _centroid_kernel(img, valid, x0, y0, roi, bg, thr, use_thr)
+    off = -10 * max(ny, nx)  # a window wholly off the image: NaN result
+    x0 = np.where(finite, roi_origin(np.where(finite, xy[:, 0], 0), nx), off)
+    y0 = np.where(finite, roi_origin(np.where(finite, xy[:, 1], 0), ny), off)
+    xc, yc, flux, bgo, npix = _centroid_kernel(img, valid, x0, y0, ny, nx, bg, thr, use_thr)
     return Table({"x_cg": xc, "y_cg": yc, "flux_cg": flux, "background": bgo, "npix": npix})
 
 
@@ -170,6 +172,18 @@ def _check_roi(roi):
     if isinstance(roi, bool) or not isinstance(roi, (int, np.integer)) or roi < 2:
         raise ValueError(f"roi must be an integer number of pixels >= 2, got {roi!r}")
     return int(roi)
+
+
+def roi_shape(roi):
+    """``(ny, nx)`` of a window given as one width (square) or as a pair of rows and columns, validated."""
+    if isinstance(roi, (tuple, list)):
+        ok = len(roi) == 2 and all(not isinstance(v, bool) and isinstance(v, (int, np.integer)) and v >= 1
+                                   for v in roi)
+        if not ok or roi[0] * roi[1] < 2:
+            raise ValueError(f"roi must be a width >= 2 or a pair (ny, nx) of positive integers, got {roi!r}")
+        return int(roi[0]), int(roi[1])
+    width = _check_roi(roi)
+    return width, width
 
 
 def background_map(image, tile=64, mask=None):

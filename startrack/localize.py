@@ -20,7 +20,7 @@ from astropy import units as u
 from astropy.table import Table
 
 from .crlb import PARAMS, _accumulate, param_mask
-from .detect import _check_roi, as_image, as_positions, centroid
+from .detect import as_image, as_positions, centroid, roi_shape
 from .psf import PSFModel, render_one, roi_origin
 from .sensor import Sensor
 
@@ -309,9 +309,10 @@ def localize(image, positions, model: PSFModel, sensor: Sensor | None = None, *,
         Fitted parameters, a subset of ``("x", "y", "flux", "background")``.
         Parameters not fitted are held at ``flux``/``background`` (or at the
         given position for x, y).
-    roi : int
+    roi : int or (ny, nx)
         Width of the square fitting window (px), centred on the pixel holding
-        the CG start.
+        the CG start; or its rows and columns, e.g. ``(1, 9)`` to fit a
+        line-sensor signal stored as one image row.
     flux, background : float or array, optional
         Known star flux (e-) and sky background (e-/pixel above the dark
         level), required when those parameters are not fitted; may also come
@@ -362,7 +363,7 @@ def localize(image, positions, model: PSFModel, sensor: Sensor | None = None, *,
     elif not isinstance(sensor, Sensor):
         raise ValueError(f"sensor must be a startrack.Sensor, got {type(sensor).__name__}")
     free = param_mask(fit, "fit")
-    roi = _check_roi(roi)
+    ny, nx = roi_shape(roi)
     if start not in ("cg", "given"):
         raise ValueError(f"start must be 'cg' or 'given', got {start!r}")
     if int(max_iter) < 1:
@@ -414,9 +415,9 @@ def localize(image, positions, model: PSFModel, sensor: Sensor | None = None, *,
         idx = np.flatnonzero(on_img[lo:lo + _CHUNK]) + lo
         if idx.size == 0:
             continue
-        x0 = roi_origin(start_xy[idx, 0], roi)
-        y0 = roi_origin(start_xy[idx, 1], roi)
-        data, weight, f, fb = _gather(img, mask_arr, use_mask, x0, y0, roi, roi, sensor.offset, sensor.gain,
+        x0 = roi_origin(start_xy[idx, 0], nx)
+        y0 = roi_origin(start_xy[idx, 1], ny)
+        data, weight, f, fb = _gather(img, mask_arr, use_mask, x0, y0, ny, nx, sensor.offset, sensor.gain,
                                       sensor.read_noise ** 2, floor, sat, below, nb.get_num_threads())
         enough = weight.sum(axis=(1, 2)) >= min_pixels
         flags[idx] |= f | np.where(enough, 0, FLAGS["no_fit"])
@@ -440,9 +441,10 @@ def localize(image, positions, model: PSFModel, sensor: Sensor | None = None, *,
     cov[nofit] = np.nan
     loglike[nofit] = np.nan
     with np.errstate(invalid="ignore"):
-        moved = np.any(np.abs(theta[:, :2] - start_xy) > (roi - 1) / 2.0, axis=1)
+        moved = np.any(np.abs(theta[:, :2] - start_xy) > (np.array([nx, ny]) - 1) / 2.0, axis=1)
     flags[moved] |= FLAGS["moved"]
-    return _table(theta, cov, start_xy, loglike, iters, status, flags, model, sensor, fit, roi)
+    return _table(theta, cov, start_xy, loglike, iters, status, flags, model, sensor, fit,
+                  ny if ny == nx else [ny, nx])
 
 
 def _table(theta, cov, start_xy, loglike, iters, status, flags, model, sensor, fit, roi):
