@@ -11,7 +11,7 @@ import startrack as st
 from startrack.cli import main
 from startrack.microscope import (PHASOR_FLAGS, atca, crlb_1d, ephasor, fluoro_bancroft, gauss_lsq, gauss_mle,
                                   mle_1d, phasor, phasor_2d, simulate_signals, step_precision, track1d)
-from startrack.microscope.spots import cut_rois, localize_spots
+from startrack.microscope.spots import cut_rois, localize_spots, simulate_rois
 from startrack.microscope.track import line_psf
 
 
@@ -243,16 +243,6 @@ def _snr_amplitude(snr, bg):
     return 0.5 * (snr ** 2 + math.sqrt(snr ** 4 + 8 * snr ** 2 * bg))
 
 
-def _spot_stack(n, size, sigma, amp, bg, seed):
-    rng = np.random.default_rng(seed)
-    c = 0.5 * (size - 1)
-    x = c + rng.uniform(-0.5, 0.5, n)
-    y = c + rng.uniform(-0.5, 0.5, n)
-    z = np.zeros(n, np.int64)
-    val, _, _ = st.GaussianPSF(sigma).render(x, y, z, z, (size, size))
-    return rng.poisson(amp * 2 * math.pi * sigma ** 2 * val + bg).astype(float), np.column_stack([x, y])
-
-
 def _rmse(est, truth):
     ok = np.all(np.isfinite(est), axis=1)
     return float(np.sqrt(np.mean((est[ok] - truth[ok]) ** 2))), float(ok.mean())
@@ -262,14 +252,14 @@ def _rmse(est, truth):
 def test_bancroft_precision_against_lsq_fit():
     """16x16, sigma 2 px, background 100 e-: weighted within 1.2x of the LSQ fit at SNR 9, 1.5x at SNR 6."""
     for snr, limit in ((9.0, 1.2), (6.0, 1.5)):
-        rois, truth = _spot_stack(500, 16, 2.0, _snr_amplitude(snr, 100.0), 100.0, seed=int(snr))
+        rois, truth = simulate_rois(500, 16, 2.0, _snr_amplitude(snr, 100.0) * 8 * math.pi, 100.0, seed=int(snr))
         lsq, _ = _rmse(gauss_lsq(rois, 2.0, 100.0), truth)
         fb, ok = _rmse(fluoro_bancroft(rois, 2.0, 100.0), truth)
         plain, _ = _rmse(fluoro_bancroft(rois, 2.0, 100.0, weighted=False), truth)
         assert ok == 1.0
         assert fb < limit * lsq
         assert plain > 2.0 * lsq  # the paper's equal weights: the reason for the default
-    rois, truth = _spot_stack(500, 16, 2.0, _snr_amplitude(3.0, 100.0), 100.0, seed=3)
+    rois, truth = simulate_rois(500, 16, 2.0, _snr_amplitude(3.0, 100.0) * 8 * math.pi, 100.0, seed=3)
     fb, ok = _rmse(fluoro_bancroft(rois, 2.0, 100.0), truth)
     assert ok > 0.99 and fb < 0.35  # still localises at SNR 3
 
@@ -300,7 +290,7 @@ def test_gauss_lsq_exact_and_failures():
 @pytest.mark.slow
 def test_gauss_mle_at_the_bound():
     """Microscopy spot (sigma 1.3 px, 7x7, 1000 photons, background 10): RMSE/CRLB near 1."""
-    rois, truth = _spot_stack(1500, 7, 1.3, 1000 / (2 * math.pi * 1.3 ** 2), 10.0, seed=4)
+    rois, truth = simulate_rois(1500, 7, 1.3, 1000.0, 10.0, seed=4)
     t = gauss_mle(rois, 1.3)
     assert np.all(t["converged"])
     err = np.column_stack([t["x"], t["y"]]) - truth

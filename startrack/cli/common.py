@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
-from ..io import write_table
+from astropy.table import vstack
+
+from ..io import read_frame, write_table
 from ..sensor import Sensor, load_toml
 
 
@@ -35,3 +38,41 @@ def save(table, path, quiet=False):
     write_table(table, path)
     if not quiet:
         print(f"wrote {len(table)} rows to {Path(path)}", file=sys.stderr)
+
+
+def stack_tables(tables):
+    """One table from several with the same columns, keeping the first one's metadata."""
+    out = vstack(tables, metadata_conflicts="silent") if len(tables) > 1 else tables[0]
+    out.meta = dict(tables[0].meta)
+    return out
+
+
+def run_frames(paths, work, *, command, quiet=False):
+    """``work(image)`` (a Table) on every frame, stacked, with a ``frame`` column naming the file.
+
+    With several frames, one that cannot be read or processed is skipped with
+    a note on stderr; a single frame's error is raised (the one-line CLI error).
+
+    Returns
+    -------
+    table, used, skipped
+    """
+    tables = []
+    skipped = 0
+    for path in progress(paths, total=len(paths), desc=command, quiet=quiet):
+        try:
+            image, _ = read_frame(path)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                res = work(image)
+        except (ValueError, FileNotFoundError) as exc:
+            if len(paths) == 1:
+                raise
+            print(f"startrack {command}: skipping {path}: {exc}", file=sys.stderr)
+            skipped += 1
+            continue
+        res["frame"] = str(path)
+        tables.append(res)
+    if not tables:
+        raise ValueError("no frame could be read")
+    return stack_tables(tables), len(tables), skipped

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import sys
-import warnings
 
 import numpy as np
-from astropy.table import Table, vstack
 
 from ..detect import detect
-from ..io import read_frame
 from ..localize import localize
 from ..psf import parse_psf
 from ..sensor import Sensor
-from .common import add_output, load_sensor, progress, save
+from .common import add_output, load_sensor, run_frames, save
 
 HELP = """Detect stars in each frame (threshold on a matched-filtered image), start
 from their centre of gravity and refine every star by Poisson maximum
@@ -68,34 +65,17 @@ def run(args):
     no_sensor = sensor is None
     if no_sensor:
         sensor = Sensor(gain=1.0)
-    tables = []
-    failed = 0
-    for path in progress(args.frames, total=len(args.frames), desc="localize", quiet=args.quiet):
-        try:
-            image, _ = read_frame(path)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                res = localize_frame(image, model, sensor, roi=args.roi, threshold=args.threshold,
-                                     max_stars=args.max_stars, fit=args.fit)
-        except (ValueError, FileNotFoundError) as exc:
-            if len(args.frames) == 1:
-                raise
-            print(f"startrack localize: skipping {path}: {exc}", file=sys.stderr)
-            failed += 1
-            continue
-        res["frame"] = str(path)
-        tables.append(res)
-    if not tables:
-        raise ValueError("no frame could be read")
-    out = vstack(tables, metadata_conflicts="silent") if len(tables) > 1 else tables[0]
-    out.meta = dict(tables[0].meta)
+    out, used, failed = run_frames(
+        args.frames, lambda image: localize_frame(image, model, sensor, roi=args.roi, threshold=args.threshold,
+                                                  max_stars=args.max_stars, fit=args.fit),
+        command="localize", quiet=args.quiet)
     save(out, args.out, args.quiet)
     if no_sensor:
         print("startrack localize: no [sensor] table: pixel values were taken as photo-electrons "
               "(gain 1, offset 0), so x_err/y_err assume pure shot noise", file=sys.stderr)
     if not args.quiet:
         ok = np.asarray(out["converged"])
-        print(f"{len(out)} stars in {len(tables)} frame(s) ({failed} unreadable); {ok.sum()} converged; "
+        print(f"{len(out)} stars in {used} frame(s) ({failed} unreadable); {ok.sum()} converged; "
               f"median x_err {np.nanmedian(out['x_err']):.4f} px, y_err {np.nanmedian(out['y_err']):.4f} px",
               file=sys.stderr)
     return 0

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
-from astropy.table import vstack
 
 from ..io import read_frame
-from .common import add_output, load_sensor, progress, save
+from .common import add_output, load_sensor, progress, run_frames, save, stack_tables
 
 HELP = """Microscope mode: particle tracking and localisation on the startrack core.
 
@@ -131,8 +129,7 @@ def run_track1d(args):
         part = track1d(np.asarray(signals[lo:lo + _CHUNK]), **kw)
         part["frame"] += lo
         parts.append(part)
-    out = vstack(parts, metadata_conflicts="silent") if len(parts) > 1 else parts[0]
-    out.meta = dict(parts[0].meta)
+    out = stack_tables(parts)
     save(out, args.out, args.quiet)
     x = np.asarray(out["x"], float)
     bad = int(np.count_nonzero(out["flags"] & 14))
@@ -174,29 +171,14 @@ def run_localize(args):
     from ..microscope.spots import localize_spots
 
     sensor = load_sensor(args.camera)
-    tables = []
-    for path in progress(args.frames, total=len(args.frames), desc="micro localize", quiet=args.quiet):
-        try:
-            image, _ = read_frame(path)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                res = localize_spots(image, args.sigma, method=args.method, sensor=sensor, roi=args.roi,
-                                     threshold=args.threshold, max_spots=args.max_spots)
-        except (ValueError, FileNotFoundError) as exc:
-            if len(args.frames) == 1:
-                raise
-            print(f"startrack micro localize: skipping {path}: {exc}", file=sys.stderr)
-            continue
-        res["frame"] = str(path)
-        tables.append(res)
-    if not tables:
-        raise ValueError("no frame could be read")
-    out = vstack(tables, metadata_conflicts="silent") if len(tables) > 1 else tables[0]
-    out.meta = dict(tables[0].meta)
+    out, used, _ = run_frames(
+        args.frames, lambda image: localize_spots(image, args.sigma, method=args.method, sensor=sensor, roi=args.roi,
+                                                  threshold=args.threshold, max_spots=args.max_spots),
+        command="micro localize", quiet=args.quiet)
     save(out, args.out, args.quiet)
     if not args.quiet:
         ok = np.count_nonzero((np.asarray(out["flags"]) & 16) == 0)
-        print(f"{len(out)} spots in {len(tables)} frame(s), {ok} localised ({args.method})", file=sys.stderr)
+        print(f"{len(out)} spots in {used} frame(s), {ok} localised ({args.method})", file=sys.stderr)
     return 0
 
 

@@ -9,7 +9,9 @@ Poisson MLE at the Cramér–Rao bound (:func:`gauss_mle`, :func:`mle_1d`).
 from .bancroft import fluoro_bancroft
 from .gaussfit import gauss_lsq, gauss_mle
 from .phasor import OPTIMAL_WINDOW, PHASOR_FLAGS, atca, ephasor, phasor, phasor_2d
+from .spots import localize_spots, simulate_rois
 from .track import crlb_1d, mle_1d, simulate_signals, step_precision, track1d
 
 __all__ = ["ephasor", "phasor", "atca", "phasor_2d", "fluoro_bancroft", "gauss_lsq", "gauss_mle", "mle_1d",
-           "crlb_1d", "track1d", "step_precision", "simulate_signals", "PHASOR_FLAGS", "OPTIMAL_WINDOW"]
+           "crlb_1d", "track1d", "step_precision", "simulate_signals", "simulate_rois", "localize_spots",
+           "PHASOR_FLAGS", "OPTIMAL_WINDOW"]

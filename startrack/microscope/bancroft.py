@@ -31,7 +31,7 @@ __all__ = ["fluoro_bancroft"]
 _REWEIGHT = 2  # model-weighted solves after the data-weighted one; a third changes RMSE by < 1 %
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, error_model="numpy")
 def _solve(M, r):
     """Solve the symmetric 3x3 system M t = r by Cramer's rule; NaN when singular."""
     a, b, c = M[0, 0], M[0, 1], M[0, 2]
@@ -78,46 +78,79 @@ def _accumulate(X, Y, alpha, w, M, r):
     r[0], r[1], r[2] = rx, ry, r1
 
 
+_LN2 = math.log(2.0)
+
+
+@nb.njit(cache=True, fastmath={"contract", "nsz", "arcp"}, error_model="numpy")
+def _log(x, bits, out):
+    """Natural log of positive, finite, normal ``x`` into ``out`` (``bits``: (2, n) uint64 scratch).
+
+    Written here because numba's ``math.log`` is a scalar libm call (no SVML):
+    this form vectorises, runs ~5x faster and agrees to 2e-15. x = 2^e z with z in
+    [sqrt(1/2), sqrt(2)); ln z = 2 atanh(s), s = (z - 1)/(z + 1), |s| < 0.172,
+    whose series to s^17 is exact to double precision.
+    """
+    n = x.shape[0]
+    xb = x.view(np.uint64)
+    zb = bits[0]
+    eb = bits[1]
+    for q in range(n):
+        b = xb[q]
+        m = b & np.uint64(0x000FFFFFFFFFFFFF)
+        big = np.uint64(1) if m > np.uint64(0x6A09E667F3BCD) else np.uint64(0)  # mantissa of sqrt(2)
+        zb[q] = m | (np.uint64(0x3FF0000000000000) - (big << np.uint64(52)))  # z: exponent 0, or -1 when big
+        eb[q] = np.uint64(0x4330000000000000) | ((b >> np.uint64(52)) + big)  # the double 2^52 + biased exponent
+    z = zb.view(np.float64)
+    e = eb.view(np.float64)
+    for q in range(n):
+        f = z[q] - 1.0
+        t = f / (2.0 + f)
+        t2 = t * t
+        p = t2 * (1 / 3 + t2 * (1 / 5 + t2 * (1 / 7 + t2 * (1 / 9 + t2 * (1 / 11 + t2 * (1 / 13 + t2 * (
+            1 / 15 + t2 / 17)))))))
+        out[q] = (e[q] - 4503599627371519.0) * _LN2 + 2.0 * t * (1.0 + p)  # 2^52 + 1023
+
+
 @nb.njit(cache=True)
 def _grid(ny, nx, ys, work):
-    """Centred pixel coordinates (x; y scaled by ``ys``) into work[0], work[1]; they keep the normal equations
-    well conditioned."""
+    """Centred pixel coordinates (x; y scaled by ``ys``) into work[0], work[1] and half their squared radius into
+    work[2]; centred coordinates keep the normal equations well conditioned."""
     for i in range(ny):
         for j in range(nx):
-            work[0, i * nx + j] = j - 0.5 * (nx - 1)
-            work[1, i * nx + j] = (i - 0.5 * (ny - 1)) * ys
+            q = i * nx + j
+            work[0, q] = j - 0.5 * (nx - 1)
+            work[1, q] = (i - 0.5 * (ny - 1)) * ys
+            work[2, q] = 0.5 * (work[0, q] ** 2 + work[1, q] ** 2)
 
 
-@nb.njit(cache=True)
-def _bancroft_one(roi, sx, sy, bg, weighted, work):
+@nb.njit(cache=True, error_model="numpy", fastmath={"nsz", "arcp", "contract"})
+def _bancroft_one(roi, sx, sy, bg, weighted, work, bits):
     """fluoroBancroft position of one ROI in ROI pixel coordinates.
 
-    ``work`` is (5, ny*nx): x and y of every pixel (from :func:`_grid`), then
-    scratch for alpha, the weights and the pixels in use. Pixels at or below
-    the background (or NaN) get weight 0 rather than being skipped, which
-    keeps the loops free of branches.
+    ``work`` is (7, ny*nx): x, y and half the squared radius of every pixel
+    (from :func:`_grid`), then scratch for ``I - bg``, alpha, the weights
+    and the pixels in use; ``bits`` is scratch for :func:`_log`. Pixels at or
+    below the background (or not finite) get weight 0 rather than being
+    skipped, which keeps the loops free of branches.
     """
     ny, nx = roi.shape
     ys = sx / sy  # y scaled to make the spot round with radius sx
     s2 = sx * sx
-    X, Y, alpha, w, use = work[0], work[1], work[2], work[3], work[4]
+    X, Y, R2, D, alpha, w, use = work[0], work[1], work[2], work[3], work[4], work[5], work[6]
+    flat = roi.ravel()
     m = 0
-    for i in range(ny):
-        for j in range(nx):
-            q = i * nx + j
-            v = roi[i, j]
-            d = v - bg
-            if d > 0.0:
-                alpha[q] = 0.5 * (X[q] * X[q] + Y[q] * Y[q]) + s2 * math.log(d)
-                w[q] = d * d / v if weighted else 1.0
-                use[q] = 1.0
-                m += 1
-            else:
-                alpha[q] = 0.0
-                w[q] = 0.0
-                use[q] = 0.0
+    for q in range(ny * nx):
+        d = flat[q] - bg
+        ok = (d > 1e-300) & (d < np.inf)  # no range from the background or a non-finite pixel
+        D[q] = d if ok else 1.0
+        w[q] = (d * d / (d + bg) if weighted else 1.0) if ok else 0.0
+        use[q] = 1.0 if ok else 0.0
+        m += ok
     if m < 3:
         return np.nan, np.nan
+    _log(D, bits, alpha)
+    for q in range(ny * nx):
+        alpha[q] = R2[q] + s2 * alpha[q]
     M = np.empty((3, 3))
     r = np.empty(3)
     _accumulate(X, Y, alpha, w, M, r)
@@ -130,17 +163,27 @@ def _bancroft_one(roi, sx, sy, bg, weighted, work):
                 break
             # The Gaussian of the last solve: ln m = (c + (x0^2 + y0^2) / 2) / s^2; it factorises in x and y.
             lnm = (c + 0.5 * (x0 * x0 + y0 * y0)) / s2
-            for j in range(nx):
-                ex[j] = math.exp(lnm - 0.5 * (X[j] - x0) ** 2 / s2)
-            for i in range(ny):
-                ey[i] = math.exp(-0.5 * (Y[i * nx] - y0) ** 2 / s2)
+            _gauss_row(X[0] - x0, 1.0, s2, lnm, ex)
+            _gauss_row(Y[0] - y0, ys, s2, 0.0, ey)
             _model_weights(ex, ey, bg, use, w)
             _accumulate(X, Y, alpha, w, M, r)
             x0, y0, c = _solve(M, r)
     return x0 + 0.5 * (nx - 1), y0 / ys + 0.5 * (ny - 1)
 
 
-@nb.njit(cache=True, fastmath={"reassoc", "contract", "arcp"})
+@nb.njit(cache=True, error_model="numpy")
+def _gauss_row(u0, du, s2, lnm, out):
+    """out[k] = exp(lnm - (u0 + k du)^2 / (2 s2)) by the exact two-term recurrence (three exps, not one per pixel)."""
+    g = math.exp(lnm - 0.5 * u0 * u0 / s2)
+    r = math.exp(-(u0 * du + 0.5 * du * du) / s2)  # g[k+1] / g[k] at k = 0
+    c = math.exp(-du * du / s2)  # the ratio's own ratio
+    for k in range(out.shape[0]):
+        out[k] = g
+        g *= r
+        r *= c
+
+
+@nb.njit(cache=True, fastmath={"reassoc", "contract", "arcp"}, error_model="numpy")
 def _model_weights(ex, ey, bg, use, w):
     """Poisson information mu^2 / (mu + bg) of ln(I - bg) at the model mu = ex[j] ey[i], on the pixels in use."""
     nx = ex.shape[0]
@@ -153,9 +196,9 @@ def _model_weights(ex, ey, bg, use, w):
 @nb.njit(cache=True)
 def _bancroft_single(roi, sx, sy, bg, weighted):
     """One ROI without the thread pool (a tracker's per-frame call)."""
-    work = np.empty((5, roi.size))
+    work = np.empty((7, roi.size))
     _grid(roi.shape[0], roi.shape[1], sx / sy, work)
-    return _bancroft_one(roi, sx, sy, bg, weighted, work)
+    return _bancroft_one(roi, sx, sy, bg, weighted, work, np.empty((2, roi.size), np.uint64))
 
 
 @nb.njit(cache=True, parallel=True)
@@ -163,10 +206,11 @@ def _bancroft_batch(rois, sx, sy, bg, weighted, out, nthreads):
     n, ny, nx = rois.shape
     per = (n + nthreads - 1) // nthreads
     for t in nb.prange(nthreads):
-        work = np.empty((5, ny * nx))
+        work = np.empty((7, ny * nx))
+        bits = np.empty((2, ny * nx), np.uint64)
         _grid(ny, nx, sx / sy, work)
         for k in range(t * per, min(n, (t + 1) * per)):
-            out[k, 0], out[k, 1] = _bancroft_one(rois[k], sx, sy, bg[k], weighted, work)
+            out[k, 0], out[k, 1] = _bancroft_one(rois[k], sx, sy, bg[k], weighted, work, bits)
 
 
 def fluoro_bancroft(roi, sigma, background, *, weighted=True):

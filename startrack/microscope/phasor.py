@@ -117,7 +117,7 @@ def _block(s, lo, size):
     return acc, m
 
 
-@nb.njit(cache=True, fastmath=_FM)
+@nb.njit(cache=True, fastmath=_FM, error_model="numpy")
 def _scan(s):
     """One pass: peak pixel, baseline (lowest block mean) and whether every pixel is finite.
 
@@ -163,37 +163,35 @@ def _scan(s):
     return p, low / size, math.isfinite(total)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, error_model="numpy")
 def _moments(s, p, base, frac):
     """Centroid and second moment of the connected run of pixels above ``base + frac (s[p] - base)`` around p.
 
-    Weights are the excess over that threshold, so the run's ends enter smoothly.
+    Weights are the excess over that threshold, so the run's ends enter
+    smoothly; the sums are taken while walking out from the peak.
     Returns (centroid, variance, sum of weights).
     """
     n = s.shape[0]
     thr = base + frac * (s[p] - base)
-    lo = p
-    while lo > 0 and s[lo - 1] > thr:
-        lo -= 1
-    hi = p
-    while hi < n - 1 and s[hi + 1] > thr:
-        hi += 1
-    sw = 0.0
+    sw = s[p] - thr
     sx = 0.0
     sxx = 0.0
-    for j in range(lo, hi + 1):
-        w = s[j] - thr
-        d = j - p
-        sw += w
-        sx += w * d
-        sxx += w * d * d
+    for step in (-1, 1):
+        j = p + step
+        while 0 <= j < n and s[j] > thr:
+            w = s[j] - thr
+            d = j - p
+            sw += w
+            sx += w * d
+            sxx += w * d * d
+            j += step
     if not sw > 0.0:
         return np.nan, np.nan, 0.0
     c = sx / sw
     return p + c, max(sxx / sw - c * c, 0.0), sw
 
 
-@nb.njit(cache=True, fastmath=_FM)
+@nb.njit(cache=True, fastmath=_FM, error_model="numpy")
 def _harmonic_position(s, lo, w, tab):
     """Position from the phase of the first harmonic over the ``w`` pixels from ``lo``.
 
@@ -236,7 +234,7 @@ def _box_smooth(s, k, out):
         out[j] = acc / cnt
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, error_model="numpy")
 def _one(s, mode, param, frac, smooth, buf, tab):
     """Locate the spot of one signal: (position, sigma, half-width, peak, baseline, flags).
 
@@ -292,14 +290,14 @@ def _line_single(s, mode, param, frac, smooth, tab):
 
 
 @nb.njit(cache=True, parallel=True)
-def _line_batch(signals, mode, param, frac, smooth, tab, out, flags, nthreads):
+def _line_batch(signals, mode, param, frac, smooth, tab, x, sigma, hw, peak, base, flags, nthreads):
+    # One output array per quantity: six sequential write streams cost less than rows of a 2-D table.
     n, length = signals.shape
     per = (n + nthreads - 1) // nthreads
     for t in nb.prange(nthreads):
         buf = np.empty(length if smooth > 1 else 1)
         for k in range(t * per, min(n, (t + 1) * per)):
-            out[k, 0], out[k, 1], out[k, 2], out[k, 3], out[k, 4], flags[k] = _one(
-                signals[k], mode, param, frac, smooth, buf, tab)
+            x[k], sigma[k], hw[k], peak[k], base[k], flags[k] = _one(signals[k], mode, param, frac, smooth, buf, tab)
 
 
 _INT_OK = (np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32)
@@ -335,21 +333,28 @@ def _check_smooth(smooth):
 
 
 def line_kernel(signals, mode, param, *, frac=_WIDTH_FRACTION, smooth=None):
-    """Run one of the line-signal estimators on a batch: an ``(n, 5)`` array and the int flags.
+    """Run one of the line-signal estimators on a batch.
 
-    Columns: position (px), width sigma (px, ePhasor only), window
-    half-width (px, phasors), peak value and baseline (signal units).
-    Flags: :data:`PHASOR_FLAGS`. Used by the public functions and
-    :func:`startrack.microscope.track1d`; ``signals`` as from :func:`as_signals`.
+    Returns
+    -------
+    x, sigma, half_width, peak, baseline : ndarray (n,)
+        Position (px), width sigma (px, ePhasor only), window half-width
+        (px, phasors), peak value and baseline (signal units).
+    flags : ndarray of int (n,)
+        :data:`PHASOR_FLAGS`.
+
+    Used by the public functions and :func:`startrack.microscope.track1d`;
+    ``signals`` as from :func:`as_signals`.
     """
-    out = np.empty((signals.shape[0], 5))
-    flags = np.empty(signals.shape[0], np.int64)
+    n = signals.shape[0]
+    cols = tuple(np.empty(n) for _ in range(5)) + (np.empty(n, np.int64),)
     smooth = _check_smooth(smooth)
-    if signals.shape[0] == 1:
-        *out[0], flags[0] = _line_single(signals[0], mode, float(param), float(frac), smooth, _TWIDDLE)
+    if n == 1:
+        for col, value in zip(cols, _line_single(signals[0], mode, float(param), float(frac), smooth, _TWIDDLE)):
+            col[0] = value
     else:
-        _line_batch(signals, mode, float(param), float(frac), smooth, _TWIDDLE, out, flags, nb.get_num_threads())
-    return out, flags
+        _line_batch(signals, mode, float(param), float(frac), smooth, _TWIDDLE, *cols, nb.get_num_threads())
+    return cols
 
 
 def _result(pos, single):
@@ -408,8 +413,7 @@ def ephasor(signal, *, smooth=None, window=OPTIMAL_WINDOW):
     if not (isinstance(window, (int, float)) and math.isfinite(window) and window > 0):
         raise ValueError(f"window must be a positive number of sigmas, got {window!r}")
     sig, single = as_signals(signal)
-    res, _ = line_kernel(sig, EPHASOR, window, smooth=smooth)
-    return _result(res[:, 0], single)
+    return _result(line_kernel(sig, EPHASOR, window, smooth=smooth)[0], single)
 
 
 def phasor(signal, half_width, *, smooth=None):
@@ -422,8 +426,7 @@ def phasor(signal, half_width, *, smooth=None):
     if isinstance(half_width, bool) or not isinstance(half_width, (int, np.integer)) or half_width < 1:
         raise ValueError(f"half_width must be a positive integer number of pixels, got {half_width!r}")
     sig, single = as_signals(signal)
-    res, _ = line_kernel(sig, FIXED_PHASOR, half_width, smooth=smooth)
-    return _result(res[:, 0], single)
+    return _result(line_kernel(sig, FIXED_PHASOR, half_width, smooth=smooth)[0], single)
 
 
 def atca(signal, *, fraction=0.2, smooth=None):
@@ -439,8 +442,7 @@ def atca(signal, *, fraction=0.2, smooth=None):
     if not (isinstance(fraction, (int, float)) and 0.0 <= fraction < 1.0):
         raise ValueError(f"fraction must be in [0, 1), got {fraction!r}")
     sig, single = as_signals(signal)
-    res, _ = line_kernel(sig, CENTROID, 0.0, frac=fraction, smooth=smooth)
-    return _result(res[:, 0], single)
+    return _result(line_kernel(sig, CENTROID, 0.0, frac=fraction, smooth=smooth)[0], single)
 
 
 @nb.njit(cache=True, parallel=True)

@@ -16,11 +16,12 @@ from ..detect import as_image, as_positions, detect
 from ..localize import FLAGS, localize
 from ..psf import GaussianPSF, roi_origin
 from ..sensor import Sensor
+from ..simulate import expose
 from .bancroft import _sigmas, fluoro_bancroft
 from .gaussfit import gauss_lsq
 from .phasor import phasor_2d
 
-__all__ = ["METHODS", "cut_rois", "localize_spots"]
+__all__ = ["METHODS", "cut_rois", "localize_spots", "simulate_rois"]
 
 #: Estimators :func:`localize_spots` knows.
 METHODS = ("mle", "phasor", "bancroft", "gauss")
@@ -115,3 +116,31 @@ def localize_spots(image, sigma, *, method="mle", sensor=None, roi=None, thresho
         t[col] = det[col]
     t.meta.update(method=method, sigma=[sx, sy], roi=size, flags=dict(FLAGS))
     return t
+
+
+def simulate_rois(n, size, sigma, flux, background, *, spread=0.5, seed=None):
+    """A stack of square ROIs, each holding one Gaussian spot near its centre (Poisson light, e-).
+
+    Parameters
+    ----------
+    n, size : int
+        Number of ROIs and their width (px).
+    sigma : float or (sigma_x, sigma_y)
+        Gaussian PSF radius (px), integrated over the pixels.
+    flux, background : float
+        Photo-electrons in the spot and per pixel.
+    spread : float
+        Spot positions are uniform within +-spread px of the ROI centre.
+
+    Returns
+    -------
+    rois : ndarray (n, size, size)
+    truth : ndarray (n, 2)
+        True (x, y) in ROI pixel coordinates.
+    """
+    rng = np.random.default_rng(seed)
+    sx, sy = _sigmas(sigma)
+    truth = 0.5 * (size - 1) + rng.uniform(-spread, spread, (n, 2))
+    z = np.zeros(n, np.int64)
+    val, _, _ = GaussianPSF(sx, sy).render(truth[:, 0], truth[:, 1], z, z, (size, size))
+    return expose(flux * val + background, Sensor(gain=1.0), rng), truth

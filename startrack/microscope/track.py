@@ -202,16 +202,16 @@ def track1d(signals, *, pixel_nm=None, method="ephasor", smooth=None, window=OPT
     if mode == CENTROID and not 0.0 <= fraction < 1.0:
         raise ValueError(f"fraction must be in [0, 1), got {fraction!r}")
     param = {EPHASOR: window, FIXED_PHASOR: half_width, CENTROID: 0.0}[mode]
-    res, flags = line_kernel(sig, mode, param, frac=fraction, smooth=smooth)
+    x, sigma, hw, peak, base, flags = line_kernel(sig, mode, param, frac=fraction, smooth=smooth)
     t = Table()
     t["frame"] = np.arange(sig.shape[0])
-    t["x"] = res[:, 0] * u.pix
+    t["x"] = x * u.pix
     if pixel_nm is not None:
-        t["x_nm"] = res[:, 0] * pixel_nm * u.nm
-    t["sigma"] = res[:, 1] * u.pix
-    t["half_width"] = res[:, 2] * u.pix
-    t["peak"] = res[:, 3]
-    t["baseline"] = res[:, 4]
+        t["x_nm"] = x * pixel_nm * u.nm
+    t["sigma"] = sigma * u.pix
+    t["half_width"] = hw * u.pix
+    t["peak"] = peak
+    t["baseline"] = base
     t["flags"] = flags
     t.meta.update(method=method, pixel_nm=pixel_nm, flags=dict(PHASOR_FLAGS))
     if mode == EPHASOR:
