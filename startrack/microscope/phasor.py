@@ -235,24 +235,19 @@ def _box_smooth(s, k, out):
 
 
 @nb.njit(cache=True, error_model="numpy")
-def _one(s, mode, param, frac, smooth, buf, tab):
+def _one(s, ref, mode, param, frac, smooth, tab):
     """Locate the spot of one signal: (position, sigma, half-width, peak, baseline, flags).
 
     ``mode``: EPHASOR (window ``param`` sigmas), FIXED_PHASOR (half-width
-    ``param`` px) or CENTROID (threshold fraction ``frac``). With ``smooth``
-    > 1, peak, baseline and width come from a running mean of that many
-    pixels held in ``buf``; the phasor always reads the raw signal, whose
+    ``param`` px) or CENTROID (threshold fraction ``frac``). Peak, baseline
+    and width are read from ``ref``: the signal itself, or its running mean
+    of ``smooth`` pixels; the phasor always reads the raw signal ``s``, whose
     first-harmonic phase a symmetric smoothing would not change.
     """
     n = s.shape[0]
     nan = np.nan
-    if smooth > 1:
-        _box_smooth(s, smooth, buf)
-        p, base, finite = _scan(buf[:n])
-        peak = buf[p]
-    else:
-        p, base, finite = _scan(s)
-        peak = s[p]
+    p, base, finite = _scan(ref)
+    peak = float(ref[p])
     if not finite:
         return nan, nan, nan, nan, nan, 8
     if not peak > base:
@@ -263,11 +258,7 @@ def _one(s, mode, param, frac, smooth, buf, tab):
     if mode == FIXED_PHASOR:
         h = int(param)
     else:
-        f = frac if mode == CENTROID else _WIDTH_FRACTION
-        if smooth > 1:
-            c, var, sw = _moments(buf[:n], p, base, f)
-        else:
-            c, var, sw = _moments(s, p, base, f)
+        c, var, sw = _moments(ref, p, base, frac if mode == CENTROID else _WIDTH_FRACTION)
         if not sw > 0.0:
             return nan, nan, nan, peak, base, 4
         if mode == CENTROID:
@@ -284,9 +275,18 @@ def _one(s, mode, param, frac, smooth, buf, tab):
 
 
 @nb.njit(cache=True)
+def _one_smoothed(s, mode, param, frac, smooth, buf, tab):
+    """:func:`_one` with peak, baseline and width from a running mean of ``smooth`` px, held in ``buf``."""
+    _box_smooth(s, smooth, buf)
+    return _one(s, buf[:s.shape[0]], mode, param, frac, smooth, tab)
+
+
+@nb.njit(cache=True)
 def _line_single(s, mode, param, frac, smooth, tab):
     """One signal without the thread pool (a tracker's per-frame call)."""
-    return _one(s, mode, param, frac, smooth, np.empty(s.shape[0] if smooth > 1 else 1), tab)
+    if smooth > 1:
+        return _one_smoothed(s, mode, param, frac, smooth, np.empty(s.shape[0]), tab)
+    return _one(s, s, mode, param, frac, 1, tab)
 
 
 @nb.njit(cache=True, parallel=True)
@@ -295,9 +295,15 @@ def _line_batch(signals, mode, param, frac, smooth, tab, x, sigma, hw, peak, bas
     n, length = signals.shape
     per = (n + nthreads - 1) // nthreads
     for t in nb.prange(nthreads):
-        buf = np.empty(length if smooth > 1 else 1)
-        for k in range(t * per, min(n, (t + 1) * per)):
-            x[k], sigma[k], hw[k], peak[k], base[k], flags[k] = _one(signals[k], mode, param, frac, smooth, buf, tab)
+        if smooth > 1:
+            buf = np.empty(length)
+            for k in range(t * per, min(n, (t + 1) * per)):
+                x[k], sigma[k], hw[k], peak[k], base[k], flags[k] = _one_smoothed(signals[k], mode, param, frac,
+                                                                                  smooth, buf, tab)
+        else:
+            for k in range(t * per, min(n, (t + 1) * per)):
+                x[k], sigma[k], hw[k], peak[k], base[k], flags[k] = _one(signals[k], signals[k], mode, param, frac,
+                                                                         1, tab)
 
 
 _INT_OK = (np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32)
