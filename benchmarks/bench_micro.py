@@ -151,7 +151,7 @@ def line_speed(n256, n3648):
         u16 = np.clip(sig, 0, 65535).astype(np.uint16)
         m = min(n, 4000)
         rates = cpu_rates({"u16": (lambda: ephasor(u16), n), "f64": (lambda: ephasor(sig), n),
-                           "mle": (lambda: mle_1d(sig[:m], sigma, sensor=LINE_SENSOR), m)})
+                           "mle": (lambda: mle_1d(sig[:m], sigma, sensor=LINE_SENSOR), m)}, repeats=7)
         out[f"ephasor_u16_{length}"] = rates["u16"]
         out[f"ephasor_f64_{length}"] = rates["f64"]
         out[f"mle_{length}"] = rates["mle"]

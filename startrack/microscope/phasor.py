@@ -117,6 +117,23 @@ def _block(s, lo, size):
     return acc, m
 
 
+@nb.njit(cache=True, fastmath=_FM, inline="always")
+def _blocks(s, nblk, size):
+    """Over ``nblk`` blocks of ``size`` px: the maximum, its block, the lowest block sum and the total."""
+    best = s[0]
+    bestblk = 0
+    low = np.inf
+    total = 0.0
+    for k in range(nblk):
+        acc, m = _block(s, k * size, size)
+        total += acc
+        low = min(low, acc)
+        if m > best:
+            best = m
+            bestblk = k
+    return best, bestblk, low, total
+
+
 @nb.njit(cache=True, fastmath=_FM, error_model="numpy")
 def _scan(s):
     """One pass: peak pixel, baseline (lowest block mean) and whether every pixel is finite.
@@ -128,26 +145,10 @@ def _scan(s):
     n = s.shape[0]
     size = _BLOCK if n >= 4 * _BLOCK else max(n // 4, 1)
     nblk = n // size
-    best = s[0]
-    bestblk = 0
-    low = np.inf
-    total = 0.0
-    if size == _BLOCK:
-        for k in range(nblk):
-            acc, m = _block(s, k * _BLOCK, _BLOCK)
-            total += acc
-            low = min(low, acc)
-            if m > best:
-                best = m
-                bestblk = k
+    if size == _BLOCK:  # the literal block size lets the compiler vectorise the block loop
+        best, bestblk, low, total = _blocks(s, nblk, _BLOCK)
     else:
-        for k in range(nblk):
-            acc, m = _block(s, k * size, size)
-            total += acc
-            low = min(low, acc)
-            if m > best:
-                best = m
-                bestblk = k
+        best, bestblk, low, total = _blocks(s, nblk, size)
     lo = bestblk * size
     for j in range(nblk * size, n):  # the tail shorter than a block: peak search only
         v = s[j]
