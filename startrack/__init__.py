@@ -5,13 +5,14 @@ The pipeline runs left to right: :func:`detect` -> centre of gravity ->
 attitude. :mod:`startrack.crlb` gives the precision limits the fits reach.
 """
 
-from . import crlb, simulate
+from . import crlb, design, epsf, simulate
 from .detect import centroid, detect
+from .epsf import EPSF, build_epsf
 from .localize import FLAGS, localize
-from .psf import GaussianPSF, PSFModel, parse_psf
+from .psf import GaussianMixturePSF, GaussianPSF, PSFModel, parse_psf
 from .sensor import Sensor
 
 __version__ = "0.1.0"
 
-__all__ = ["Sensor", "GaussianPSF", "PSFModel", "parse_psf", "detect", "centroid", "localize", "FLAGS",
-           "crlb", "simulate", "__version__"]
+__all__ = ["Sensor", "GaussianPSF", "GaussianMixturePSF", "EPSF", "PSFModel", "parse_psf", "detect", "centroid",
+           "localize", "build_epsf", "FLAGS", "crlb", "design", "epsf", "simulate", "__version__"]

@@ -19,7 +19,7 @@ import math
 import numba as nb
 import numpy as np
 
-__all__ = ["PSFModel", "GaussianPSF", "parse_psf", "roi_origin"]
+__all__ = ["PSFModel", "GaussianPSF", "GaussianMixturePSF", "parse_psf", "roi_origin"]
 
 
 def roi_origin(pos, roi):
@@ -35,6 +35,7 @@ def roi_origin(pos, roi):
 GAUSSIAN = 0
 GRID = 1
 PIXEL_GRID = 2
+GAUSSIAN_MIXTURE = 3
 
 
 class PSFModel:
@@ -162,6 +163,114 @@ def _gaussian_one(params, x, y, x0, y0, out, work, second):
 
 
 @nb.njit(cache=True)
+def _mixture_one(params, x, y, x0, y0, out, work, second):
+    """Sum of pixel-integrated Gaussians; ``params`` holds (weight, sigma, dx, dy) per component."""
+    ny, nx = out.shape[1], out.shape[2]
+    vx, gx, hx = work[0, :nx], work[1, :nx], work[2, :nx]
+    vy, gy, hy = work[3, :ny], work[4, :ny], work[5, :ny]
+    out[:, :, :] = 0.0
+    for c in range(params.shape[0] // 4):
+        wgt, sig = params[4 * c], params[4 * c + 1]
+        _axis_profile(x + params[4 * c + 2], sig, nx, x0, vx, gx, hx)
+        _axis_profile(y + params[4 * c + 3], sig, ny, y0, vy, gy, hy)
+        for i in range(ny):
+            for j in range(nx):
+                out[0, i, j] += wgt * vy[i] * vx[j]
+                out[1, i, j] += wgt * vy[i] * gx[j]
+                out[2, i, j] += wgt * gy[i] * vx[j]
+                if second:
+                    out[3, i, j] += wgt * vy[i] * hx[j]
+                    out[4, i, j] += wgt * gy[i] * gx[j]
+                    out[5, i, j] += wgt * hy[i] * vx[j]
+
+
+@nb.njit(cache=True)
+def _bspline_weights(t, scale):
+    """Uniform cubic B-spline weights of the four knots around fraction ``t`` in [0, 1),
+    and their first and second derivatives times ``scale`` and ``scale**2``."""
+    s = 1.0 - t
+    t2 = t * t
+    sc2 = scale * scale
+    w = (s * s * s / 6.0, (3.0 * t2 * t - 6.0 * t2 + 4.0) / 6.0, (-3.0 * t2 * t + 3.0 * t2 + 3.0 * t + 1.0) / 6.0,
+         t2 * t / 6.0)
+    dw = (-0.5 * s * s * scale, (1.5 * t2 - 2.0 * t) * scale, (-1.5 * t2 + t + 0.5) * scale, 0.5 * t2 * scale)
+    hw = (s * sc2, (3.0 * t - 2.0) * sc2, (1.0 - 3.0 * t) * sc2, t * sc2)
+    return w, dw, hw
+
+
+@nb.njit(cache=True)
+def _grid_one(params, table, x, y, x0, y0, out, second):
+    """Cubic B-spline ePSF: the value of a pixel is ``ePSF(pixel centre - star)``.
+
+    ``table[0]`` holds the spline coefficients on a grid of spacing
+    ``1/params[0]`` px whose node (row ``params[2]``, column ``params[1]``)
+    is offset (0, 0); coefficients off the table are zero. Pixels are a whole
+    number of nodes apart, so the knot weights are computed once per star
+    and each pixel is a 4x4 tensor product. The derivatives are those of the
+    spline itself (exact for the interpolant); d/dx of a pixel is minus
+    d/d(offset), hence the negative scale.
+    """
+    ny, nx = out.shape[1], out.shape[2]
+    coef = table[0]
+    nrow, ncol = coef.shape
+    os = params[0]
+    step = int(os)
+    u = (x0 - x) * os + params[1]
+    v = (y0 - y) * os + params[2]
+    iu = int(math.floor(u))
+    iv = int(math.floor(v))
+    wx, dwx, hwx = _bspline_weights(u - iu, -os)
+    wy, dwy, hwy = _bspline_weights(v - iv, -os)
+    for i in range(ny):
+        rb = iv - 1 + i * step
+        for j in range(nx):
+            cb = iu - 1 + j * step
+            v0 = 0.0
+            gx = 0.0
+            gy = 0.0
+            hxx = 0.0
+            hxy = 0.0
+            hyy = 0.0
+            inside = cb >= 0 and cb + 3 < ncol
+            for a in range(4):
+                r = rb + a
+                if r < 0 or r >= nrow:
+                    continue
+                if inside:
+                    q0 = coef[r, cb]
+                    q1 = coef[r, cb + 1]
+                    q2 = coef[r, cb + 2]
+                    q3 = coef[r, cb + 3]
+                    s0 = q0 * wx[0] + q1 * wx[1] + q2 * wx[2] + q3 * wx[3]
+                    s1 = q0 * dwx[0] + q1 * dwx[1] + q2 * dwx[2] + q3 * dwx[3]
+                    s2 = q0 * hwx[0] + q1 * hwx[1] + q2 * hwx[2] + q3 * hwx[3]
+                else:
+                    s0 = 0.0
+                    s1 = 0.0
+                    s2 = 0.0
+                    for b in range(4):
+                        c = cb + b
+                        if 0 <= c < ncol:
+                            q = coef[r, c]
+                            s0 += q * wx[b]
+                            s1 += q * dwx[b]
+                            s2 += q * hwx[b]
+                v0 += wy[a] * s0
+                gx += wy[a] * s1
+                gy += dwy[a] * s0
+                hxx += wy[a] * s2
+                hxy += dwy[a] * s1
+                hyy += hwy[a] * s0
+            out[0, i, j] = v0
+            out[1, i, j] = gx
+            out[2, i, j] = gy
+            if second:
+                out[3, i, j] = hxx
+                out[4, i, j] = hxy
+                out[5, i, j] = hyy
+
+
+@nb.njit(cache=True)
 def render_one(kind, params, table, x, y, x0, y0, out, work, second):
     """Render one star at (x, y) into an ROI whose first pixel is (column x0, row y0).
 
@@ -174,6 +283,10 @@ def render_one(kind, params, table, x, y, x0, y0, out, work, second):
     """
     if kind == GAUSSIAN:
         _gaussian_one(params, x, y, x0, y0, out, work, second)
+    elif kind == GRID:
+        _grid_one(params, table, x, y, x0, y0, out, second)
+    elif kind == GAUSSIAN_MIXTURE:
+        _mixture_one(params, x, y, x0, y0, out, work, second)
     else:
         out[:, :, :] = np.nan
 
@@ -233,11 +346,60 @@ class GaussianPSF(PSFModel):
         return f"GaussianPSF(sigma={self.sigma_x:g}, sigma_y={self.sigma_y:g})"
 
 
+class GaussianMixturePSF(PSFModel):
+    """Sum of circular pixel-integrated Gaussians with their own radii, weights and offsets.
+
+    A simple non-Gaussian PSF (a core with an offset halo, coma-like) for
+    simulations and for the exact bound of such a PSF: the star position
+    is the reference point, component ``c`` is centred at ``(x + dx_c, y + dy_c)``.
+
+    Parameters
+    ----------
+    components : sequence of (weight, sigma, dx, dy)
+        Flux fraction, Gaussian radius (px) and offset (px) of each
+        component. The weights must be positive; they are used as given
+        (they should sum to 1 for a unit-flux PSF).
+
+    Examples
+    --------
+    >>> psf = GaussianMixturePSF([(0.8, 0.3, 0.0, 0.0), (0.2, 0.6, 0.25, 0.10)])
+    >>> round(float(psf.image(10.0, 10.0, (21, 21)).sum()), 6)
+    1.0
+    """
+
+    kind = GAUSSIAN_MIXTURE
+
+    def __init__(self, components):
+        comp = np.asarray(components, dtype=float)
+        if comp.ndim != 2 or comp.shape[1] != 4 or len(comp) == 0:
+            raise ValueError("components must be a sequence of (weight, sigma, dx, dy) rows")
+        if not np.all(np.isfinite(comp)) or np.any(comp[:, 0] <= 0) or np.any(comp[:, 1] <= 0):
+            raise ValueError("components need finite values, positive weights and positive sigmas")
+        self.components = comp
+        self.support = float(np.max(4.0 * comp[:, 1] + np.hypot(comp[:, 2], comp[:, 3]))) + 0.5
+
+    @property
+    def params(self) -> np.ndarray:
+        return self.components.ravel().copy()
+
+    def default_roi(self) -> int:
+        reach = np.max(3.5 * self.components[:, 1] + np.abs(self.components[:, 2:]).max(axis=1))
+        return int(max(5, 2 * math.ceil(reach) + 1))
+
+    @property
+    def spec(self) -> str:
+        return "mixture:" + ";".join(",".join(f"{v:g}" for v in row) for row in self.components)
+
+    def __repr__(self):
+        return f"GaussianMixturePSF({self.components.tolist()})"
+
+
 def parse_psf(spec: str) -> PSFModel:
     """Build a PSF model from its text form.
 
     ``gaussian:SIGMA`` or ``gaussian:SX,SY`` (pixels); ``epsf:FILE`` (an ePSF
-    FITS file written by :meth:`startrack.EPSF.save`).
+    FITS file written by :meth:`startrack.EPSF.save`); ``mixture:W,S,DX,DY;...``
+    (a :class:`GaussianMixturePSF`, one ``weight,sigma,dx,dy`` group per component).
     """
     if not isinstance(spec, str) or ":" not in spec:
         raise ValueError(f"--psf must look like 'gaussian:SIGMA' or 'epsf:FILE', got {spec!r}")
@@ -255,4 +417,12 @@ def parse_psf(spec: str) -> PSFModel:
         from .epsf import EPSF
 
         return EPSF.load(arg)
-    raise ValueError(f"unknown PSF model {kind!r}; use 'gaussian:SIGMA' or 'epsf:FILE'")
+    if kind == "mixture":
+        try:
+            rows = [[float(v) for v in part.split(",")] for part in arg.split(";")]
+        except ValueError:
+            raise ValueError(f"--psf mixture needs numbers 'W,S,DX,DY;...', got {arg!r}") from None
+        if any(len(r) != 4 for r in rows):
+            raise ValueError(f"--psf mixture takes groups of four numbers W,S,DX,DY, got {arg!r}")
+        return GaussianMixturePSF(rows)
+    raise ValueError(f"unknown PSF model {kind!r}; use 'gaussian:SIGMA', 'mixture:W,S,DX,DY;...' or 'epsf:FILE'")
