@@ -122,7 +122,7 @@ def main():
             tied = ours
         score(f"{kind}: AK ePSF{', tie=shift' if tie else ''}, MLE", *fit(ours), to, ours.meta["n_stars"])
         gauss = st.GaussianPSF(st.design.equivalent_radius(ours))
-        score(f"{kind}: Gaussian r={gauss.sigma_x:.3f} (ePSF's 2nd moment), MLE", *fit(gauss))
+        score(f"{kind}: Gaussian r={gauss.sigma_x:.3f} (best match to the ePSF), MLE", *fit(gauss))
         pu, tp = cpu(photutils_build, frames, start)
         if not args.quick:
             score(f"{kind}: photutils EPSFBuilder + PSFPhotometry", *photutils_fit(pu, timg, np.column_stack(

@@ -43,6 +43,9 @@ SMOOTHING = 0.03
 _PAD = 4
 #: Pixels of room around each star's ROI in the working mosaic: refits may move a star this far.
 _MARGIN = 2
+#: Below this many star images the build runs on one thread: each refit is too small for the
+#: parallel kernels to pay for their threads, which otherwise spin between the many short calls.
+_PARALLEL_MIN = 5000
 #: FITS header keywords of the metadata :meth:`EPSF.save` writes.
 _KEYS = {"oversampling": "OVERSAMP", "roi": "ROI", "n_stars": "NSTARS", "n_input": "NINPUT",
          "iterations": "NITER", "converged": "CONVERGD", "shift": "LASTSHFT", "flux": "FLUX",
@@ -273,11 +276,11 @@ def _stencil_cg(G, rhs, x, rtol, max_iter):
     return x
 
 
-@nb.njit(cache=True, parallel=True)
+@nb.njit(cache=True)
 def _spline_at(coef, su, sv):
     """Cubic B-spline with coefficients ``coef`` at coefficient coordinates (su, sv)."""
     out = np.empty(su.shape[0])
-    for k in nb.prange(su.shape[0]):
+    for k in range(su.shape[0]):
         iu = int(math.floor(su[k]))
         iv = int(math.floor(sv[k]))
         wx, _, _ = _bspline_weights(su[k] - iu, 1.0)
@@ -307,7 +310,7 @@ def _add_penalty(G, dd, d_ref, weight):
                     G[r, c, 3 + k, 3] += weight * dd[r, r + k] * d_ref[r, c] * d_ref[r + k, c]
 
 
-def _estimate_grid(off_x, off_y, val, a1, a2, oversampling, roi, clip, smoothing):
+def _estimate_grid(off_x, off_y, val, a1, a2, oversampling, roi, clip, smoothing, start=None):
     """Sigma-clipped, lightly smoothed estimate of the ePSF at the nodes of its grid.
 
     A cubic B-spline with one coefficient per node (spacing 1/oversampling
@@ -322,10 +325,13 @@ def _estimate_grid(off_x, off_y, val, a1, a2, oversampling, roi, clip, smoothing
     rests only on the samples within two nodes of it: the estimate is local,
     and needs no window geometry at the grid's edges.
 
+    ``start`` (coefficients of a previous estimate) sets the first weights
+    and starts the solver.
+
     Returns the q x q grid of node values (NaN where no sample lies within
-    two nodes) and residual statistics: ``chi2`` (mean squared residual of
-    the kept samples in units of their Poisson noise; 1 for a perfect
-    model) and ``clipped`` (fraction of samples rejected).
+    two nodes), the spline coefficients and residual statistics: ``chi2``
+    (mean squared residual of the kept samples in units of their Poisson
+    noise; 1 for a perfect model) and ``clipped`` (fraction of samples rejected).
     The grid has a node at offset 0 and reaches no farther than ``roi/2``.
     """
     hn = int(oversampling * roi) // 2  # nodes either side of offset 0 (a node), inside the sampled +-roi/2
@@ -342,9 +348,13 @@ def _estimate_grid(off_x, off_y, val, a1, a2, oversampling, roi, clip, smoothing
     d = np.diff(np.eye(nc), 2, axis=0)
     dd = d.T @ d
     keep = np.ones(len(val), bool)
-    pred = val  # the first weights come from the samples themselves
-    coef = np.zeros((nc, nc))
-    for _ in range(4):
+    if start is None:
+        coef = np.zeros((nc, nc))
+        pred = val  # the first weights come from the samples themselves
+    else:
+        coef = start.copy()
+        pred = _spline_at(coef, su, sv)
+    for _ in range(4 if start is None else 2):
         var = a1 * np.maximum(pred, 0.0) + a2
         G, rhs, reach = _normal_stencil(su, sv, np.where(keep, 1.0 / var, 0.0), val, nc)
         # The penalty is weighted like the data it competes with: the local noise level times the
@@ -376,7 +386,7 @@ def _estimate_grid(off_x, off_y, val, a1, a2, oversampling, roi, clip, smoothing
     grid = ndimage.correlate1d(ndimage.correlate1d(coef, k1, axis=0), k1, axis=1)[_CPAD:-_CPAD, _CPAD:-_CPAD]
     reach = ndimage.maximum_filter(count, size=5, mode="constant") > 0
     stats = dict(chi2=float(np.mean(z2[keep])) if keep.any() else np.nan, clipped=float(1.0 - keep.mean()))
-    return np.where(reach, grid, np.nan), stats
+    return np.where(reach, grid, np.nan), coef, stats
 
 
 def _recentre(grid, oversampling):
@@ -725,7 +735,13 @@ def build_epsf(images, positions, sensor: Sensor | None = None, *, oversampling=
     settings = dict(oversampling=int(oversampling), roi=int(roi), iterations=int(iterations), clip=float(clip),
                     smoothing=float(smoothing), tol=float(tol), tie=tie, per_star=bool(per_star), counts=counts,
                     shape=(len(frames), n_stars))
-    models = _iterate(stamps, local, corner, ids, groups, sensor, settings)
+    threads = nb.get_num_threads()
+    if len(ids) < _PARALLEL_MIN:
+        nb.set_num_threads(1)
+    try:
+        models = _iterate(stamps, local, corner, ids, groups, sensor, settings)
+    finally:
+        nb.set_num_threads(threads)
     if not per_star:
         return models[0]
     if all(m is None for m in models):
@@ -750,12 +766,13 @@ def _start(mos_e, mpos, roi):
     return xy, flux, bg, complete
 
 
-def _build_grid(mos_e, xy, flux, bg, floor, os_, roi, clip, smoothing, normalise):
+def _build_grid(mos_e, xy, flux, bg, floor, os_, roi, clip, smoothing, normalise, start):
     """One ePSF grid from the stars at ``xy``: samples, sigma-clipped local estimate, re-centring.
 
     Returns the unit-flux grid, the flux it had before normalising (the
-    star's flux when the samples are not normalised) and the residual
-    statistics of the estimate.
+    star's flux when the samples are not normalised), the residual
+    statistics of the estimate and its spline coefficients (the next
+    build's start).
     """
     ox, oy, val = _samples(mos_e, xy, roi)
     f = flux[:, None, None] if normalise else np.ones((len(xy), 1, 1))
@@ -765,14 +782,14 @@ def _build_grid(mos_e, xy, flux, bg, floor, os_, roi, clip, smoothing, normalise
     a1 = np.broadcast_to(1.0 / f, val.shape)
     a2 = np.broadcast_to(np.maximum(b + floor, 1.0) / f**2, val.shape)
     ok = np.isfinite(sval)
-    grid, stats = _estimate_grid(ox[ok], oy[ok], sval[ok], a1[ok], a2[ok], os_, roi, clip, smoothing)
+    grid, coef, stats = _estimate_grid(ox[ok], oy[ok], sval[ok], a1[ok], a2[ok], os_, roi, clip, smoothing, start)
     holes = ~np.isfinite(grid)
     if holes.any():
         warnings.warn(f"{int(holes.sum())} ePSF grid nodes had no samples ({len(xy)} usable stars); "
                       "set to zero", stacklevel=4)
         grid[holes] = 0.0
     total = grid.sum() / os_**2
-    return _recentre(grid, os_), float(total), stats
+    return _recentre(grid, os_), float(total), stats, coef
 
 
 def _iterate(stamps, local, corner, ids, groups, sensor, st):
@@ -792,10 +809,11 @@ def _iterate(stamps, local, corner, ids, groups, sensor, st):
     converged = False
     shift = np.nan
     it = 0
+    coefs = [None] * len(groups)
     while True:
         it += 1
         models, fluxes = [], []
-        for g in groups:
+        for gi, g in enumerate(groups):
             sel = g[use[g]]
             if len(sel) < need:
                 if not per_star:
@@ -806,8 +824,8 @@ def _iterate(stamps, local, corner, ids, groups, sensor, st):
                 models.append(None)
                 fluxes.append(np.nan)
                 continue
-            grid, total, stats = _build_grid(mos_e, xy[sel], flux[sel], bg[sel], sensor.noise_floor, os_, roi,
-                                             clip, st["smoothing"], not per_star)
+            grid, total, stats, coefs[gi] = _build_grid(mos_e, xy[sel], flux[sel], bg[sel], sensor.noise_floor, os_,
+                                                        roi, clip, st["smoothing"], not per_star, coefs[gi])
             meta = dict(n_stars=len(sel), iterations=it, converged=converged, shift=shift, per_star=per_star,
                         n_incomplete=n_incomplete, clip=clip, smoothing=st["smoothing"], tie=tie or "none",
                         **stats, **st["counts"])

@@ -35,3 +35,16 @@ def save(table, path, quiet=False):
     write_table(table, path)
     if not quiet:
         print(f"wrote {len(table)} rows to {Path(path)}", file=sys.stderr)
+
+
+def pyplot(hint):
+    """matplotlib.pyplot on the Agg backend, or None after printing ``hint`` when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print(f"  ({hint})", file=sys.stderr)
+        return None
+    return plt

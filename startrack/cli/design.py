@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,7 @@ import numpy as np
 from ..design import REGIONS, design
 from ..epsf import EPSF
 from ..io import write_table
+from .common import pyplot
 
 HELP = """Cramér–Rao precision limit (PL) of a star over the pixel, for sensor design
 (small-PSF paper). For a Gaussian spot of radius R px (or a measured ePSF) with
@@ -76,13 +76,8 @@ def run(args):
     for row in d.regions:
         print(f"  {row['region']}: {100 * row['area_fraction']:5.1f} % of the pixel, mean PL {row['pl_mean']:.4f} px")
     print(f"  tables: {out / 'map.ecsv'}, {out / 'regions.ecsv'}, {out / 'radius.ecsv'}")
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("  (install the 'plot' extra for design.png)", file=sys.stderr)
+    plt = pyplot("install the 'plot' extra for design.png")
+    if plt is None:
         return 0
     fig, ax = plt.subplots(1, 4, figsize=(19, 4.4))
     n = int(round(np.sqrt(len(d.pmap))))

@@ -7,13 +7,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from astropy.table import Table
 
 from ..design import equivalent_radius
 from ..detect import detect
 from ..epsf import EPSF, build_epsf, match_stars
 from ..io import read_frame, read_table, write_table
 from ..sensor import Sensor
-from .common import load_sensor, progress
+from .common import load_sensor, progress, pyplot
 
 HELP = """Build an effective PSF (ePSF) from star images by the Anderson & King
 iteration: centre-of-gravity start, every pixel of every star mapped to a
@@ -160,18 +161,11 @@ def run_show(args):
     d = np.linspace(-half, half, 8 * epsf.data.shape[0] + 1)
     prof_x = epsf.evaluate(d, 0.0)
     prof_y = epsf.evaluate(0.0, d)
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        from astropy.table import Table
-
+    plt = pyplot("install the 'plot' extra for a picture; the profiles go to a table instead")
+    if plt is None:
         out = Path(args.out).with_suffix(".ecsv")
         write_table(Table({"offset": d, "epsf_x": prof_x, "epsf_y": prof_y}), out)
-        print(f"  (no matplotlib: profiles written to {out}; install the 'plot' extra for a picture)",
-              file=sys.stderr)
+        print(f"  profiles: {out}", file=sys.stderr)
         return 0
     from ..psf import GaussianPSF
 
