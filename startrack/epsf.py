@@ -30,6 +30,7 @@ from astropy.io import fits
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from .design import equivalent_radius
 from .detect import as_image, as_positions, centroid
 from .localize import FLAGS, localize
 from .psf import GRID, PSFModel, _bspline_weights, roi_origin
@@ -38,7 +39,7 @@ from .sensor import Sensor
 __all__ = ["EPSF", "build_epsf", "match_stars"]
 
 #: Default roughness penalty of the ePSF estimate, relative to a coefficient's data weight.
-SMOOTHING = 0.03
+SMOOTHING = 0.1
 #: Zero nodes padded around the grid: the spline decays to zero beyond the ePSF's extent.
 _PAD = 4
 #: Pixels of room around each star's ROI in the working mosaic: refits may move a star this far.
@@ -618,7 +619,7 @@ def match_stars(positions, *, radius=1.0, max_stars=100):
     return out
 
 
-def build_epsf(images, positions, sensor: Sensor | None = None, *, oversampling=4, roi=7, iterations=20,
+def build_epsf(images, positions, sensor: Sensor | None = None, *, oversampling=4, roi=7, iterations=50,
                per_star=False, tie=None, mask=None, clip=2.5, smoothing=SMOOTHING, tol=1e-3, isolation=None):
     """Effective PSF from star images by the Anderson & King (2000) iteration.
 
@@ -634,23 +635,29 @@ def build_epsf(images, positions, sensor: Sensor | None = None, *, oversampling=
     sensor : Sensor, optional
         Gain, offset, dark variance and saturation (default: frames in e-).
     oversampling : int
-        Grid nodes per pixel (the paper: 4, i.e. 0.25 px).
+        Grid nodes per pixel (the paper: 4, i.e. 0.25 px). Spots sharper
+        than a Gaussian of r ~ 0.25 px need 6-8 (and more stars): a warning
+        says so when the grid is too coarse for the ePSF it finds.
     roi : int
         Odd width (px) of the window around each star that feeds the ePSF
         and the refits; the grid covers ``+-roi/2`` px (7 -> 29 x 29 nodes).
     iterations : int
         Maximum number of builds. 1 is the paper's single pass from
-        centre-of-gravity positions; the default iterates to convergence.
+        centre-of-gravity positions, which keeps their pixel-phase bias; the
+        default iterates to convergence.
     per_star : bool
         Night-sky mode: one ePSF per star from its images in all frames,
         flux included (``EPSF.flux``; refits hold the flux at it).
     tie : {None, "shift", "affine"}
         Tie the positions of the same star in different frames: each frame
-        is a shifted (or affinely mapped) copy of one star list. This is
-        what removes the centre-of-gravity pixel-phase bias: from
-        independent images alone a periodically warped ePSF fits the data
-        exactly at biased positions, and the iteration cannot leave them.
-        Use it whenever the stars repeat (dithered or drifting frames).
+        is a shifted (or affinely mapped) copy of one star list. From
+        independent images a periodically warped ePSF fits the data exactly
+        at positions that keep the start's pixel-phase bias; only the
+        smoothing wears it down, over tens of builds, and not for the
+        sharpest spots. Tied, each star's bias is averaged with its other
+        images and its frame's other stars at other phases, and the build
+        converges in a few builds. Use it whenever the stars repeat
+        (dithered or drifting frames).
     mask : 2-D bool array or one per frame, optional
         True where pixels must be ignored.
     clip : float
@@ -660,7 +667,9 @@ def build_epsf(images, positions, sensor: Sensor | None = None, *, oversampling=
         nodes, relative to the data (0 = none). The default is light: it
         fills sparse nodes without broadening a 0.3 px core.
     tol : float
-        Stop when no star moved more than this between builds (px).
+        Stop when the stars are within this distance (px) of where the
+        iteration is going: the largest move of the last refit, extrapolated
+        over the remaining builds at the observed rate of contraction.
     isolation : float, optional
         Pixels within this Chebyshev distance (px) of another star are left
         out (default ``roi // 2``); a star with such a pixel in its central
@@ -792,6 +801,22 @@ def _build_grid(mos_e, xy, flux, bg, floor, os_, roi, clip, smoothing, normalise
     return _recentre(grid, os_), float(total), stats, coef
 
 
+def _remaining(history):
+    """How far the positions still have to go, from the largest moves of the last refits (px).
+
+    The iteration contracts geometrically: with moves d shrinking by rho per
+    build, the stars still have ``d * rho / (1 - rho)`` to go. A slow
+    contraction (rho near 1) is far from done even when each move is small.
+    """
+    if len(history) < 3:
+        return np.inf  # the rate needs three moves
+    d, d_before = history[-1], history[-3]
+    if not d > 0 or not d_before > 0:
+        return d
+    rho = min(math.sqrt(d / d_before), 0.95)
+    return max(d, d * rho / (1.0 - rho))
+
+
 def _iterate(stamps, local, corner, ids, groups, sensor, st):
     """The Anderson & King loop: build, refit, (tie), repeat. One ePSF per group of star images."""
     os_, roi, clip, per_star, tie = st["oversampling"], st["roi"], st["clip"], st["per_star"], st["tie"]
@@ -810,6 +835,7 @@ def _iterate(stamps, local, corner, ids, groups, sensor, st):
     shift = np.nan
     it = 0
     coefs = [None] * len(groups)
+    history = []
     while True:
         it += 1
         models, fluxes = [], []
@@ -856,9 +882,16 @@ def _iterate(stamps, local, corner, ids, groups, sensor, st):
         good &= np.all(np.abs(new - mpos) <= _MARGIN, axis=1)
         moved = np.abs(new - xy)[good & use]
         shift = float(moved.max()) if moved.size else np.nan
-        converged = bool(moved.size) and shift < st["tol"]
+        history.append(shift)
+        converged = bool(moved.size) and _remaining(history) < st["tol"]
         xy = np.where(good[:, None], new, xy)
         use = good
+    shared = next((m for m in models if m is not None), None)
+    if shared is not None:
+        r_eq = equivalent_radius(shared)
+        if r_eq * os_ < 1.0:
+            warnings.warn(f"the ePSF (equivalent Gaussian radius {r_eq:.2f} px) is sharper than a grid of "
+                          f"{1 / os_:g} px resolves: use oversampling >= {math.ceil(1.2 / r_eq)}", stacklevel=3)
     n_use = int(use.sum())
     if not per_star and n_use < 4 * need:
         warnings.warn(f"only {n_use} usable stars for oversampling {os_} (fewer than {4 * need}): the ePSF is "

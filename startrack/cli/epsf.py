@@ -29,8 +29,9 @@ frames, a 'frame' column holding the frame's file name or index, as
 
 When the same stars appear in several frames (a dithered or drifting
 sequence), --tie shift (or affine) ties each star's positions across frames.
-Use it: from independent images alone the pixel-phase bias of the start
-cannot be told from a warp of the ePSF and partly survives the iteration.
+Use it: from independent images the pixel-phase bias of the start cannot be
+told from a warp of the ePSF, and only the smoothing wears it down, slowly.
+Spots sharper than r ~ 0.25 px need --oversampling 6 to 8.
 
 examples:
   startrack epsf build frame*.fits --camera camera.toml --tie shift --out epsf.fits
@@ -65,7 +66,7 @@ def register(sub):
                                                     "read_noise, saturation); without it pixel values are e-")
     b.add_argument("--oversampling", type=int, default=4, help="grid nodes per pixel (default 4: 0.25 px)")
     b.add_argument("--roi", type=int, default=7, help="odd window width around each star in px (default 7)")
-    b.add_argument("--iterations", type=int, default=20, help="most builds (1: single CG pass; default 20)")
+    b.add_argument("--iterations", type=int, default=50, help="most builds (1: single CG pass; default 50)")
     b.add_argument("--tie", choices=["none", "shift", "affine"], default="none",
                    help="tie repeated stars across frames by a per-frame shift or affine map (default none)")
     b.add_argument("--threshold", type=float, default=10.0,
