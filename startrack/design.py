@@ -283,6 +283,9 @@ def _verdict(d: Design, model, photons, dark_var, gain, background):
                  f"minimise the average PL ({c['pl_rms'][j]:.4f} px RMS along x); keep the spot sharp only if stars "
                  f"can be steered to pixel boundaries, where the closed form gives "
                  f"{float(crlb.boundary_optimum(d.radius, photons, dark_var)):.4f} px. ")
+    elif r_opt < d.radius * 0.95:
+        text += (f"A sharper focus, to a radius of about {r_opt:.2f} px, would lower the average PL to "
+                 f"{c['pl_rms'][j]:.4f} px RMS along x (and the best PL with it). ")
     else:
         text += (f"The average PL is already near its minimum ({c['pl_rms'][j]:.4f} px RMS along x at radius "
                  f"{r_opt:.2f} px): no defocus is needed. ")

@@ -71,6 +71,7 @@ def test_design_with_optics_and_verdict():
     assert "defocusing to a radius of about" in d.verdict and "Diffraction" in d.verdict
     near_opt = design(float(d.curve["radius"][np.argmin(d.curve["pl_rms"])]), 1500.0, 25.0)
     assert "no defocus is needed" in near_opt.verdict
+    assert "A sharper focus, to a radius of about" in design(0.8, 1500.0, 25.0).verdict
     with pytest.raises(ValueError, match="all three"):
         design(0.2, 1500.0, 25.0, wavelength_nm=550.0)
     with pytest.raises(ValueError, match="photons"):
