@@ -5,7 +5,7 @@ The pipeline runs left to right: :func:`detect` -> centre of gravity ->
 attitude. :mod:`startrack.crlb` gives the precision limits the fits reach.
 """
 
-from . import crlb, simulate
+from . import crlb, evaluate, simulate
 from .detect import centroid, detect
 from .localize import FLAGS, localize
 from .psf import GaussianPSF, PSFModel, parse_psf
@@ -14,4 +14,4 @@ from .sensor import Sensor
 __version__ = "0.1.0"
 
 __all__ = ["Sensor", "GaussianPSF", "PSFModel", "parse_psf", "detect", "centroid", "localize", "FLAGS",
-           "crlb", "simulate", "__version__"]
+           "crlb", "simulate", "evaluate", "__version__"]

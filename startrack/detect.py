@@ -16,7 +16,6 @@ import cv2
 import numba as nb
 import numpy as np
 from astropy.table import Table
-from scipy.spatial import cKDTree
 
 from .psf import roi_origin
 from .sensor import Sensor
@@ -244,7 +243,8 @@ def detect(image, sensor: Sensor | None = None, *, threshold=5.0, smooth=1.0, ro
     roi : int
         CG window width (px).
     min_separation : float
-        Two maxima closer than this (px) are one star: the brighter is kept.
+        A star must be the brightest point of the filtered image within this
+        radius (px); fainter maxima nearer to it are taken for its wings.
     max_stars : int, optional
         Keep only the brightest ``max_stars``.
     mask : 2-D bool array, optional
@@ -286,24 +286,20 @@ def detect(image, sensor: Sensor | None = None, *, threshold=5.0, smooth=1.0, ro
     if not sig > 0:
         sig = float(np.std(fv)) or 1.0
     above = (filt > threshold * sig) & valid
-    dil = cv2.dilate(filt, np.ones((3, 3), np.uint8))
-    peaks = above & (filt >= dil)
+    # A star is a pixel that is the maximum of the filtered image within min_separation;
+    # ties (flat saturated tops) are merged into one peak per connected plateau.
+    rad = max(1, int(min_separation))
+    disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * rad + 1, 2 * rad + 1))
+    peaks = above & (filt >= cv2.dilate(filt, disk))
     if border:
         peaks[:border] = peaks[-border:] = False
         peaks[:, :border] = peaks[:, -border:] = False
-    py, px = np.nonzero(peaks)
+    nlab, lab, _, cents = cv2.connectedComponentsWithStats(peaks.astype(np.uint8), connectivity=8)
+    px = np.rint(cents[1:, 0]).astype(np.int64)
+    py = np.rint(cents[1:, 1]).astype(np.int64)
     strength = filt[py, px]
     order = np.argsort(-strength, kind="stable")
     py, px, strength = py[order], px[order], strength[order]
-    if len(px) > 1 and min_separation > 0:
-        keep = np.ones(len(px), bool)
-        pairs = cKDTree(np.column_stack([px, py])).query_pairs(min_separation, output_type="ndarray")
-        if len(pairs):
-            pairs = np.sort(pairs, axis=1)  # (brighter, fainter) since sorted by strength
-            for a, b in pairs[np.argsort(pairs[:, 0], kind="stable")]:
-                if keep[a]:
-                    keep[b] = False
-        py, px, strength = py[keep], px[keep], strength[keep]
     if max_stars is not None:
         py, px, strength = py[:max_stars], px[:max_stars], strength[:max_stars]
     xy = np.column_stack([px, py]).astype(float)
