@@ -6,6 +6,7 @@ attitude. :mod:`startrack.crlb` gives the precision limits the fits reach.
 """
 
 from . import crlb, evaluate, simulate
+from .camera import Camera
 from .detect import centroid, detect
 from .localize import FLAGS, localize
 from .psf import GaussianPSF, PSFModel, parse_psf
@@ -13,5 +14,5 @@ from .sensor import Sensor
 
 __version__ = "0.1.0"
 
-__all__ = ["Sensor", "GaussianPSF", "PSFModel", "parse_psf", "detect", "centroid", "localize", "FLAGS",
+__all__ = ["Sensor", "Camera", "GaussianPSF", "PSFModel", "parse_psf", "detect", "centroid", "localize", "FLAGS",
            "crlb", "simulate", "evaluate", "__version__"]
