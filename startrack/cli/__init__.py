@@ -15,7 +15,7 @@ import sys
 
 from .. import __version__
 
-COMMANDS = ["demo", "localize", "crlb"]
+COMMANDS = ["demo", "localize", "crlb", "calib", "simulate"]
 
 
 def build_parser() -> argparse.ArgumentParser:
