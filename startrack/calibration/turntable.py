@@ -152,9 +152,9 @@ class TurntableCalibration:
 
     def summary(self) -> str:
         a = self.alignment
-        n_model = int(np.sum(self.steps["role"] == "model"))
-        lines = [f"per-pixel ePSF: {self.model.ndim}-D, {n_model} model and {len(self.steps) - n_model} test "
-                 f"positions, {self.model.nrows}x{self.model.ncols} px block",
+        role = np.asarray(self.steps["role"])
+        lines = [f"per-pixel ePSF: {self.model.ndim}-D, {np.sum(role == 'model')} model and {np.sum(role == 'test')} "
+                 f"test positions, {self.model.nrows}x{self.model.ncols} px block",
                  f"spot flux {self.flux:.1f} e-, residual background {self.background:.3f} e-/px",
                  f"scan on the sensor: rotation {a['rotation_deg']:.3f} deg, scale {a['scale']:.5f} "
                  f"(1 if focal length and pitch are right), CG residual {a['residual_rms']:.4f} px rms"]
