@@ -18,7 +18,7 @@ from ..psf import GaussianPSF
 from ..sensor import Sensor
 from ..simulate import expose
 
-__all__ = ["simulate_ptc", "simulate_turntable", "FOCUSED_SPOT", "spot_image"]
+__all__ = ["simulate_ptc", "simulate_turntable", "simulate_intrinsics", "FOCUSED_SPOT", "spot_image"]
 
 #: A focused star-sensor spot, (weight, sigma px, dx px, dy px) per Gaussian component: a sharp core
 #: (r = 0.2 px) with an offset halo, a little coma-like, so the spot is neither Gaussian nor symmetric
@@ -192,3 +192,51 @@ def simulate_turntable(*, focal_length_mm=25.0, pixel_pitch_um=5.3, step_deg=0.0
                       spot=[list(c) for c in spot], prnu=prnu, rotation_deg=rotation_deg, repeats=repeats,
                       background=background, response=response)
     return frames, manifest, truth
+
+
+def simulate_intrinsics(*, camera=None, mounting_deg=(0.3, -0.5, 1.2), grid=21, half_angle_deg=5.5,
+                        centroid_noise=0.01, margin=5.0, seed=None):
+    """Spot centroids of a collimated star over a grid of turntable angles (camera intrinsics calibration).
+
+    Parameters
+    ----------
+    camera : Camera, optional
+        The true camera (default: 25 mm, 5.3 um, 1024 x 1024, principal point
+        (520.3, 505.7) px, distortion k1 = -0.25, k2 = 0.4, p1 = 2e-4, p2 = -1e-4:
+        about 4 px at the corners).
+    mounting_deg : (3,) float
+        True turntable-to-camera rotation vector in degrees (a small misalignment).
+    grid : int
+        Azimuth and elevation steps each, over +-``half_angle_deg``.
+    centroid_noise : float
+        Gaussian centroid error per axis (px rms).
+    margin : float
+        Spots closer than this to the image edge are left out (px).
+    seed : int, optional
+
+    Returns
+    -------
+    centroids : Table
+        ``azimuth_deg, elevation_deg, x, y, x_err, y_err``.
+    truth : dict
+        ``camera`` (the true Camera) and ``mounting_deg``.
+    """
+    from scipy.spatial.transform import Rotation
+
+    from ..camera import Camera
+    from .intrinsics import turntable_directions
+
+    if camera is None:
+        camera = Camera(width=1024, height=1024, focal_length_px=25000.0 / 5.3, principal_point=(520.3, 505.7),
+                        distortion=(-0.25, 0.4, 2e-4, -1e-4, 0.0), pixel_pitch_um=5.3)
+    rng = np.random.default_rng(seed)
+    a = np.linspace(-half_angle_deg, half_angle_deg, int(grid))
+    az, el = (v.ravel() for v in np.meshgrid(a, a, indexing="ij"))
+    d = Rotation.from_rotvec(np.radians(mounting_deg)).apply(turntable_directions(az, el))
+    x, y = camera.vector_to_pixel(d)
+    keep = camera.in_image(x, y, margin=margin)
+    n = int(keep.sum())
+    noise = rng.normal(0.0, centroid_noise, (2, n)) if centroid_noise > 0 else np.zeros((2, n))
+    t = Table({"azimuth_deg": az[keep], "elevation_deg": el[keep], "x": x[keep] + noise[0], "y": y[keep] + noise[1],
+               "x_err": np.full(n, float(centroid_noise)), "y_err": np.full(n, float(centroid_noise))})
+    return t, {"camera": camera, "mounting_deg": tuple(float(v) for v in mounting_deg)}

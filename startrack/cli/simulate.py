@@ -46,6 +46,18 @@ example:
   startrack calib turntable-epsf tt-data --camera tt-data/camera.toml
 """
 
+INTR_HELP = """Spot centroids of a collimated star over a grid of turntable angles, for
+'startrack calib intrinsics': a 25 mm, 5.3 um, 1024 x 1024 camera with its
+principal point off centre, Brown distortion of ~4 px at the corners and a
+small mounting misalignment; Gaussian centroid noise. Writes
+OUTDIR/centroids.ecsv (azimuth_deg, elevation_deg, x, y, x_err, y_err),
+OUTDIR/nominal.toml (the design camera to start from) and OUTDIR/truth.toml.
+
+example:
+  startrack simulate intrinsics intr-data --seed 1
+  startrack calib intrinsics intr-data/centroids.ecsv --camera intr-data/nominal.toml
+"""
+
 
 def register(sub):
     p = sub.add_parser("simulate", help="write synthetic calibration datasets (ptc, turntable, intrinsics)",
@@ -85,6 +97,16 @@ def register(sub):
     q.add_argument("--pixel-pitch-um", type=float, default=5.3, help="pixel pitch in um (default 5.3)")
     _common(q)
     q.set_defaults(func=run_turntable)
+
+    q = ss.add_parser("intrinsics", help="spot centroids over a turntable grid (camera intrinsics)",
+                      description=INTR_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    q.add_argument("outdir", metavar="OUTDIR", help="folder to write (created)")
+    q.add_argument("--grid", type=int, default=21, help="azimuth and elevation steps each (default 21)")
+    q.add_argument("--half-angle-deg", type=float, default=5.5, help="grid half width in degrees (default 5.5)")
+    q.add_argument("--noise", type=float, default=0.01, help="centroid noise per axis, px rms (default 0.01)")
+    q.add_argument("--seed", type=int, default=None, help="random seed (default: fresh)")
+    q.add_argument("--quiet", "-q", action="store_true", help="no summary")
+    q.set_defaults(func=run_intrinsics)
 
 
 def _common(q):
@@ -133,4 +155,29 @@ def run_turntable(args):
     if not args.quiet:
         print(f"wrote {len(frames)} frames and {path}; camera in {out / 'camera.toml'}, true positions in "
               f"{out / 'truth.ecsv'}", file=sys.stderr)
+    return 0
+
+
+def run_intrinsics(args):
+    import numpy as np
+
+    from ..calibration.synthetic import simulate_intrinsics
+    from ..camera import Camera
+    from ..io import write_table
+
+    table, truth = simulate_intrinsics(grid=args.grid, half_angle_deg=args.half_angle_deg,
+                                       centroid_noise=args.noise, seed=args.seed)
+    cam = truth["camera"]
+    out = Path(args.outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_table(table, out / "centroids.ecsv")
+    nominal = Camera(width=cam.width, height=cam.height, focal_length_px=cam.focal_length_px,
+                     pixel_pitch_um=cam.pixel_pitch_um)
+    (out / "nominal.toml").write_text("# design values to start the intrinsics fit from\n" + nominal.to_toml())
+    (out / "truth.toml").write_text(
+        f"# truth of the synthetic intrinsics dataset; mounting rotation vector "
+        f"{np.round(truth['mounting_deg'], 4).tolist()} deg, centroid noise {args.noise:g} px\n" + cam.to_toml())
+    if not args.quiet:
+        print(f"wrote {len(table)} centroids to {out / 'centroids.ecsv'}; nominal camera {out / 'nominal.toml'}, "
+              f"truth {out / 'truth.toml'}", file=sys.stderr)
     return 0
