@@ -9,10 +9,11 @@ from . import crlb, evaluate, simulate
 from .camera import Camera
 from .detect import centroid, detect
 from .localize import FLAGS, localize
+from .pixel_epsf import PixelEPSF
 from .psf import GaussianPSF, PSFModel, parse_psf
 from .sensor import Sensor
 
 __version__ = "0.1.0"
 
-__all__ = ["Sensor", "Camera", "GaussianPSF", "PSFModel", "parse_psf", "detect", "centroid", "localize", "FLAGS",
-           "crlb", "simulate", "evaluate", "__version__"]
+__all__ = ["Sensor", "Camera", "GaussianPSF", "PixelEPSF", "PSFModel", "parse_psf", "detect", "centroid",
+           "localize", "FLAGS", "crlb", "simulate", "evaluate", "__version__"]
