@@ -57,6 +57,24 @@ def as_positions(positions, name="positions") -> np.ndarray:
     return np.ascontiguousarray(xy.reshape(-1, 2))
 
 
+@nb.njit(cache=True)
+def median_inplace(buf, m):
+    """Median of ``buf[:m]``, sorting that slice in place.
+
+    Written out because ``np.median`` allocates a copy, and it runs once per
+    star inside parallel loops over ROI borders of a few dozen pixels.
+    """
+    for i in range(1, m):
+        v = buf[i]
+        j = i - 1
+        while j >= 0 and buf[j] > v:
+            buf[j + 1] = buf[j]
+            j -= 1
+        buf[j + 1] = v
+    h = m // 2
+    return buf[h] if m % 2 else 0.5 * (buf[h - 1] + buf[h])
+
+
 @nb.njit(cache=True, parallel=True)
 def _centroid_kernel(image, valid, x0, y0, roi, bg_in, threshold, use_threshold):
     n = x0.shape[0]
@@ -83,7 +101,7 @@ def _centroid_kernel(image, valid, x0, y0, roi, bg_in, threshold, use_threshold)
                         m += 1
             if m == 0:
                 continue
-            bg = np.median(border[k, :m])
+            bg = median_inplace(border[k], m)
         bg_out[k] = bg
         s = 0.0
         sx = 0.0

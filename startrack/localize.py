@@ -20,7 +20,7 @@ from astropy import units as u
 from astropy.table import Table
 
 from .crlb import PARAMS, _accumulate, param_mask
-from .detect import _check_roi, as_image, as_positions, centroid
+from .detect import _check_roi, as_image, as_positions, centroid, median_inplace
 from .psf import PSFModel, render_one, roi_origin
 from .sensor import Sensor
 
@@ -270,7 +270,7 @@ def _gather(img, mask, use_mask, x0, y0, ny, nx, offset, gain, shift, floor, sat
             flags[k] = f
             if used == 0:
                 continue
-            bg = max((np.median(ring[:m]) if m > 0 else lo) - floor, -0.5 * floor)
+            bg = max((median_inplace(ring, m) if m > 0 else lo) - floor, -0.5 * floor)
             start[k, 0] = max(total - used * (bg + floor), 1.0)
             start[k, 1] = bg
     return data, weight, flags, start
@@ -290,7 +290,7 @@ def _column_or(value, positions, col, n, name):
 
 def localize(image, positions, model: PSFModel, sensor: Sensor | None = None, *,
              fit=PARAMS, roi=5, flux=None, background=None, mask=None, start="cg",
-             max_iter=50, tol=1e-4, max_step=1.0):
+             max_iter=50, tol=1e-3, max_step=1.0):
     """Poisson maximum-likelihood positions of many stars in one frame, with their CRLB.
 
     Parameters
@@ -326,7 +326,7 @@ def localize(image, positions, model: PSFModel, sensor: Sensor | None = None, *,
     tol : float
         Convergence threshold on the Newton decrement ``g' F^-1 g`` (how much
         the log-likelihood could still rise). Below it the last Newton step,
-        at most ``sqrt(tol)`` of the precision limit (1 % by default), is
+        at most ``sqrt(tol)`` of the precision limit (3 % by default), is
         taken without re-evaluating the likelihood.
     max_step : float
         Largest position step per iteration (px).
