@@ -75,59 +75,79 @@ def median_inplace(buf, m):
     return buf[h] if m % 2 else 0.5 * (buf[h - 1] + buf[h])
 
 
-@nb.njit(cache=True, parallel=True)
-def _centroid_kernel(image, valid, x0, y0, roi, bg_in, threshold, use_threshold):
-    n = x0.shape[0]
+@nb.njit(cache=True)
+def _usable(image, mask, use_mask, r, c):
+    return math.isfinite(image[r, c]) and not (use_mask and mask[r, c])
+
+
+@nb.njit(cache=True)
+def cg_window(image, mask, use_mask, x0, y0, roi, bg, threshold, use_threshold, buf, out):
+    """Centre of gravity of one ``roi`` x ``roi`` window whose first pixel is (x0, y0).
+
+    ``bg`` NaN means "median of the window's border"; off-image, non-finite
+    and masked pixels are skipped. ``buf`` is scratch of at least 4 roi
+    values. Fills ``out`` with (x_cg, y_cg, flux, background, npix); the
+    position is NaN when the window holds no positive signal.
+    """
     h, w = image.shape
-    nb_max = 4 * roi - 4 if roi > 1 else 1
-    xc = np.full(n, np.nan)
-    yc = np.full(n, np.nan)
-    flux = np.zeros(n)
-    bg_out = np.full(n, np.nan)
-    npix = np.zeros(n, np.int64)
-    border = np.empty((n, nb_max))
-    for k in nb.prange(n):
-        bg = bg_in[k]
-        if math.isnan(bg):
-            m = 0
-            for i in range(roi):
-                for j in range(roi):
-                    if 0 < i < roi - 1 and 0 < j < roi - 1:
-                        continue
-                    r = y0[k] + i
-                    c = x0[k] + j
-                    if 0 <= r < h and 0 <= c < w and valid[r, c]:
-                        border[k, m] = image[r, c]
-                        m += 1
-            if m == 0:
-                continue
-            bg = median_inplace(border[k], m)
-        bg_out[k] = bg
-        s = 0.0
-        sx = 0.0
-        sy = 0.0
-        cnt = 0
+    out[0] = np.nan
+    out[1] = np.nan
+    out[2] = 0.0
+    out[3] = np.nan
+    out[4] = 0.0
+    if math.isnan(bg):
+        m = 0
         for i in range(roi):
-            r = y0[k] + i
+            r = y0 + i
             if r < 0 or r >= h:
                 continue
             for j in range(roi):
-                c = x0[k] + j
-                if c < 0 or c >= w or not valid[r, c]:
+                if 0 < i < roi - 1 and 0 < j < roi - 1:
                     continue
-                v = image[r, c] - bg
-                if use_threshold and v <= threshold:
-                    continue
-                s += v
-                sx += v * c
-                sy += v * r
-                cnt += 1
-        flux[k] = s
-        npix[k] = cnt
-        if s > 0.0:
-            xc[k] = sx / s
-            yc[k] = sy / s
-    return xc, yc, flux, bg_out, npix
+                c = x0 + j
+                if 0 <= c < w and _usable(image, mask, use_mask, r, c):
+                    buf[m] = image[r, c]
+                    m += 1
+        if m == 0:
+            return
+        bg = median_inplace(buf, m)
+    out[3] = bg
+    s = 0.0
+    sx = 0.0
+    sy = 0.0
+    cnt = 0
+    for i in range(roi):
+        r = y0 + i
+        if r < 0 or r >= h:
+            continue
+        for j in range(roi):
+            c = x0 + j
+            if c < 0 or c >= w or not _usable(image, mask, use_mask, r, c):
+                continue
+            v = image[r, c] - bg
+            if use_threshold and v <= threshold:
+                continue
+            s += v
+            sx += v * c
+            sy += v * r
+            cnt += 1
+    out[2] = s
+    out[4] = cnt
+    if s > 0.0:
+        out[0] = sx / s
+        out[1] = sy / s
+
+
+@nb.njit(cache=True, parallel=True)
+def _centroid_kernel(image, mask, use_mask, x0, y0, roi, bg_in, threshold, use_threshold, nthreads):
+    n = x0.shape[0]
+    res = np.empty((n, 5))
+    per = (n + nthreads - 1) // nthreads
+    for t in nb.prange(nthreads):
+        buf = np.empty(max(4 * roi, 1))
+        for k in range(t * per, min(n, (t + 1) * per)):
+            cg_window(image, mask, use_mask, x0[k], y0[k], roi, bg_in[k], threshold, use_threshold, buf, res[k])
+    return res
 
 
 def centroid(image, positions, *, roi=5, background="border", threshold=0.0, mask=None):
@@ -161,12 +181,13 @@ def centroid(image, positions, *, roi=5, background="border", threshold=0.0, mas
     img = as_image(image)
     xy = as_positions(positions)
     roi = _check_roi(roi)
-    valid = np.isfinite(img)
-    if mask is not None:
+    use_mask = mask is not None
+    if use_mask:
         mask = np.asarray(mask, dtype=bool)
         if mask.shape != img.shape:
             raise ValueError(f"mask shape {mask.shape} does not match image shape {img.shape}")
-        valid &= ~mask
+    else:
+        mask = np.zeros((1, 1), dtype=bool)
     n = len(xy)
     if isinstance(background, str):
         if background != "border":
@@ -179,8 +200,9 @@ def centroid(image, positions, *, roi=5, background="border", threshold=0.0, mas
     finite = np.all(np.isfinite(xy), axis=1)
     x0 = np.where(finite, roi_origin(np.where(finite, xy[:, 0], 0), roi), -10 * roi)
     y0 = np.where(finite, roi_origin(np.where(finite, xy[:, 1], 0), roi), -10 * roi)
-    xc, yc, flux, bgo, npix = _centroid_kernel(img, valid, x0, y0, roi, bg, thr, use_thr)
-    return Table({"x_cg": xc, "y_cg": yc, "flux_cg": flux, "background": bgo, "npix": npix})
+    res = _centroid_kernel(img, mask, use_mask, x0, y0, roi, bg, thr, use_thr, nb.get_num_threads())
+    return Table({"x_cg": res[:, 0], "y_cg": res[:, 1], "flux_cg": res[:, 2], "background": res[:, 3],
+                  "npix": res[:, 4].astype(np.int64)})
 
 
 def _check_roi(roi):
