@@ -81,12 +81,12 @@ def _usable(image, mask, use_mask, r, c):
 
 
 @nb.njit(cache=True)
-def cg_window(image, mask, use_mask, x0, y0, roi, bg, threshold, use_threshold, buf, out):
-    """Centre of gravity of one ``roi`` x ``roi`` window whose first pixel is (x0, y0).
+def cg_window(image, mask, use_mask, x0, y0, ny, nx, bg, threshold, use_threshold, buf, out):
+    """Centre of gravity of one ``ny`` x ``nx`` window whose first pixel is (x0, y0).
 
     ``bg`` NaN means "median of the window's border"; off-image, non-finite
-    and masked pixels are skipped. ``buf`` is scratch of at least 4 roi
-    values. Fills ``out`` with (x_cg, y_cg, flux, background, npix); the
+    and masked pixels are skipped. ``buf`` is scratch of at least
+    ``2 (ny + nx)`` values. Fills ``out`` with (x_cg, y_cg, flux, background, npix); the
     position is NaN when the window holds no positive signal.
     """
     h, w = image.shape
@@ -97,12 +97,12 @@ def cg_window(image, mask, use_mask, x0, y0, roi, bg, threshold, use_threshold, 
     out[4] = 0.0
     if math.isnan(bg):
         m = 0
-        for i in range(roi):
+        for i in range(ny):
             r = y0 + i
             if r < 0 or r >= h:
                 continue
-            for j in range(roi):
-                if 0 < i < roi - 1 and 0 < j < roi - 1:
+            for j in range(nx):
+                if 0 < i < ny - 1 and 0 < j < nx - 1:
                     continue
                 c = x0 + j
                 if 0 <= c < w and _usable(image, mask, use_mask, r, c):
@@ -116,11 +116,11 @@ def cg_window(image, mask, use_mask, x0, y0, roi, bg, threshold, use_threshold, 
     sx = 0.0
     sy = 0.0
     cnt = 0
-    for i in range(roi):
+    for i in range(ny):
         r = y0 + i
         if r < 0 or r >= h:
             continue
-        for j in range(roi):
+        for j in range(nx):
             c = x0 + j
             if c < 0 or c >= w or not _usable(image, mask, use_mask, r, c):
                 continue
@@ -139,14 +139,15 @@ def cg_window(image, mask, use_mask, x0, y0, roi, bg, threshold, use_threshold, 
 
 
 @nb.njit(cache=True, parallel=True)
-def _centroid_kernel(image, mask, use_mask, x0, y0, roi, bg_in, threshold, use_threshold, nthreads):
+def _centroid_kernel(image, mask, use_mask, x0, y0, ny, nx, bg_in, threshold, use_threshold, nthreads):
     n = x0.shape[0]
     res = np.empty((n, 5))
     per = (n + nthreads - 1) // nthreads
     for t in nb.prange(nthreads):
-        buf = np.empty(max(4 * roi, 1))
+        buf = np.empty(2 * (ny + nx))
         for k in range(t * per, min(n, (t + 1) * per)):
-            cg_window(image, mask, use_mask, x0[k], y0[k], roi, bg_in[k], threshold, use_threshold, buf, res[k])
+            cg_window(image, mask, use_mask, x0[k], y0[k], ny, nx, bg_in[k], threshold, use_threshold, buf,
+                      res[k])
     return res
 
 
@@ -160,8 +161,9 @@ def centroid(image, positions, *, roi=5, background="border", threshold=0.0, mas
     positions : (n, 2) array or Table
         Rough (x, y) of each star; each window is ``roi`` x ``roi`` pixels
         centred on the pixel holding the position (clipped at the image edge).
-    roi : int
-        Window width in pixels.
+    roi : int or (ny, nx)
+        Window width in pixels, or its rows and columns (e.g. ``(1, 9)`` for
+        a line-sensor signal stored as one image row).
     background : "border", float or array
         Level subtracted before the moments: ``"border"`` takes the median of
         each window's outermost ring of pixels.
@@ -180,7 +182,7 @@ def centroid(image, positions, *, roi=5, background="border", threshold=0.0, mas
     """
     img = as_image(image)
     xy = as_positions(positions)
-    roi = _check_roi(roi)
+    ny, nx = roi_shape(roi)
     use_mask = mask is not None
     if use_mask:
         mask = np.asarray(mask, dtype=bool)
@@ -198,11 +200,24 @@ def centroid(image, positions, *, roi=5, background="border", threshold=0.0, mas
     use_thr = threshold is not None
     thr = float(threshold) if use_thr else 0.0
     finite = np.all(np.isfinite(xy), axis=1)
-    x0 = np.where(finite, roi_origin(np.where(finite, xy[:, 0], 0), roi), -10 * roi)
-    y0 = np.where(finite, roi_origin(np.where(finite, xy[:, 1], 0), roi), -10 * roi)
-    res = _centroid_kernel(img, mask, use_mask, x0, y0, roi, bg, thr, use_thr, nb.get_num_threads())
+    off = -10 * max(ny, nx)  # a window wholly off the image: NaN result
+    x0 = np.where(finite, roi_origin(np.where(finite, xy[:, 0], 0), nx), off)
+    y0 = np.where(finite, roi_origin(np.where(finite, xy[:, 1], 0), ny), off)
+    res = _centroid_kernel(img, mask, use_mask, x0, y0, ny, nx, bg, thr, use_thr, nb.get_num_threads())
     return Table({"x_cg": res[:, 0], "y_cg": res[:, 1], "flux_cg": res[:, 2], "background": res[:, 3],
                   "npix": res[:, 4].astype(np.int64)})
+
+
+def roi_shape(roi):
+    """``(ny, nx)`` of a window given as one width (square) or as a pair of rows and columns, validated."""
+    if isinstance(roi, (tuple, list)):
+        ok = len(roi) == 2 and all(not isinstance(v, bool) and isinstance(v, (int, np.integer)) and v >= 1
+                                   for v in roi)
+        if not ok or roi[0] * roi[1] < 2:
+            raise ValueError(f"roi must be a width >= 2 or a pair (ny, nx) of positive integers, got {roi!r}")
+        return int(roi[0]), int(roi[1])
+    width = _check_roi(roi)
+    return width, width
 
 
 def _check_roi(roi):

@@ -20,7 +20,7 @@ from astropy import units as u
 from astropy.table import Table
 
 from .crlb import PARAMS, _accumulate, param_mask
-from .detect import _check_roi, as_image, as_positions, cg_window, median_inplace
+from .detect import as_image, as_positions, cg_window, median_inplace, roi_shape
 from .psf import PSFModel, origin, render_one
 from .sensor import Sensor
 
@@ -215,7 +215,7 @@ def _fit_kernel(data, weight, x0, y0, theta, kind, params, table, free, floor, t
 
 
 @nb.njit(cache=True, parallel=True)
-def _gather(img, mask, use_mask, xy, use_cg, free_xy, roi, offset, gain, shift, floor, saturation, below,
+def _gather(img, mask, use_mask, xy, use_cg, free_xy, ny, nx, offset, gain, shift, floor, saturation, below,
             nthreads):
     """Start position and ROI of every star, cut from the raw frame in one pass.
 
@@ -230,22 +230,22 @@ def _gather(img, mask, use_mask, xy, use_cg, free_xy, roi, offset, gain, shift, 
     """
     n = xy.shape[0]
     h, w = img.shape
-    data = np.zeros((n, roi, roi))
-    weight = np.zeros((n, roi, roi))
+    data = np.zeros((n, ny, nx))
+    weight = np.zeros((n, ny, nx))
     flags = np.zeros(n, np.int64)
     start = np.zeros((n, 4))
     x0 = np.zeros(n, np.int64)
     y0 = np.zeros(n, np.int64)
     per = (n + nthreads - 1) // nthreads
     for t in nb.prange(nthreads):
-        ring = np.empty(max(4 * roi, 1))
+        ring = np.empty(2 * (ny + nx))
         cg = np.empty(5)
         for k in range(t * per, min(n, (t + 1) * per)):
             sx = xy[k, 0]
             sy = xy[k, 1]
             f = 0
             if use_cg:
-                cg_window(img, mask, use_mask, origin(sx, roi), origin(sy, roi), roi, np.nan, 0.0, True, ring, cg)
+                cg_window(img, mask, use_mask, origin(sx, nx), origin(sy, ny), ny, nx, np.nan, 0.0, True, ring, cg)
                 if math.isnan(cg[0]):
                     f |= 128
                 else:
@@ -255,16 +255,16 @@ def _gather(img, mask, use_mask, xy, use_cg, free_xy, roi, offset, gain, shift, 
                         sy = cg[1]
             start[k, 0] = sx
             start[k, 1] = sy
-            x0[k] = origin(sx, roi)
-            y0[k] = origin(sy, roi)
+            x0[k] = origin(sx, nx)
+            y0[k] = origin(sy, ny)
             inside = 0
             used = 0
             m = 0
             total = 0.0
             lo = np.inf
-            for i in range(roi):
+            for i in range(ny):
                 r = y0[k] + i
-                for j in range(roi):
+                for j in range(nx):
                     c = x0[k] + j
                     if r < 0 or r >= h or c < 0 or c >= w:
                         continue
@@ -284,10 +284,10 @@ def _gather(img, mask, use_mask, xy, use_cg, free_xy, roi, offset, gain, shift, 
                     lo = min(lo, d)
                     if d < below:
                         f |= 32
-                    if i == 0 or j == 0 or i == roi - 1 or j == roi - 1:
+                    if i == 0 or j == 0 or i == ny - 1 or j == nx - 1:
                         ring[m] = d
                         m += 1
-            if inside < roi * roi:
+            if inside < ny * nx:
                 f |= 2
             flags[k] = f
             if used == 0:
@@ -331,9 +331,10 @@ def localize(image, positions, model: PSFModel, sensor: Sensor | None = None, *,
         Fitted parameters, a subset of ``("x", "y", "flux", "background")``.
         Parameters not fitted are held at ``flux``/``background`` (or at the
         given position for x, y).
-    roi : int
+    roi : int or (ny, nx)
         Width of the square fitting window (px), centred on the pixel holding
-        the CG start.
+        the CG start; or its rows and columns, e.g. ``(1, 9)`` to fit a
+        line-sensor signal stored as one image row.
     flux, background : float or array, optional
         Known star flux (e-) and sky background (e-/pixel above the dark
         level), required when those parameters are not fitted; may also come
@@ -384,7 +385,7 @@ def localize(image, positions, model: PSFModel, sensor: Sensor | None = None, *,
     elif not isinstance(sensor, Sensor):
         raise ValueError(f"sensor must be a startrack.Sensor, got {type(sensor).__name__}")
     free = param_mask(fit, "fit")
-    roi = _check_roi(roi)
+    ny, nx = roi_shape(roi)
     if start not in ("cg", "given"):
         raise ValueError(f"start must be 'cg' or 'given', got {start!r}")
     if int(max_iter) < 1:
@@ -428,7 +429,7 @@ def localize(image, positions, model: PSFModel, sensor: Sensor | None = None, *,
         if idx.size == 0:
             continue
         th, data, weight, x0, y0, f = _gather(img, mask_arr, use_mask, np.ascontiguousarray(xy[idx]),
-                                              start == "cg", free[:2].copy(), roi, sensor.offset, sensor.gain,
+                                              start == "cg", free[:2].copy(), ny, nx, sensor.offset, sensor.gain,
                                               sensor.read_noise ** 2, floor, sat, below, nthreads)
         enough = weight.sum(axis=(1, 2)) >= min_pixels
         flags[idx] |= f | np.where(enough, 0, FLAGS["no_fit"])
@@ -452,9 +453,10 @@ def localize(image, positions, model: PSFModel, sensor: Sensor | None = None, *,
     cov[nofit] = np.nan
     loglike[nofit] = np.nan
     with np.errstate(invalid="ignore"):
-        moved = np.any(np.abs(theta[:, :2] - start_xy) > (roi - 1) / 2.0, axis=1)
+        moved = np.any(np.abs(theta[:, :2] - start_xy) > (np.array([nx, ny]) - 1) / 2.0, axis=1)
     flags[moved] |= FLAGS["moved"]
-    return _table(theta, cov, start_xy, loglike, iters, status, flags, model, sensor, fit, roi)
+    return _table(theta, cov, start_xy, loglike, iters, status, flags, model, sensor, fit,
+                  ny if ny == nx else [ny, nx])
 
 
 def _table(theta, cov, start_xy, loglike, iters, status, flags, model, sensor, fit, roi):
