@@ -22,13 +22,28 @@ import numpy as np
 __all__ = ["PSFModel", "GaussianPSF", "parse_psf", "roi_origin"]
 
 
-def roi_origin(pos, roi):
+@nb.njit(cache=True)
+def origin(pos, roi):
     """First pixel index of an ``roi``-wide window centred as nearly as possible on ``pos``.
 
     For odd ``roi`` the window is centred on the pixel containing ``pos``; for
-    even ``roi`` on the pixel corner nearest to ``pos``.
+    even ``roi`` on the pixel corner nearest to ``pos``. Usable inside kernels.
     """
-    return np.floor(np.asarray(pos, dtype=float) - (roi - 1) / 2.0 + 0.5).astype(np.int64)
+    return int(math.floor(pos - (roi - 1) / 2.0 + 0.5))
+
+
+@nb.njit(cache=True)
+def _origins(pos, roi):
+    out = np.empty(pos.shape[0], np.int64)
+    for k in range(pos.shape[0]):
+        out[k] = origin(pos[k], roi)
+    return out
+
+
+def roi_origin(pos, roi):
+    """:func:`origin` for a scalar or an array of positions (int64 array out)."""
+    pos = np.asarray(pos, dtype=np.float64)
+    return _origins(np.ascontiguousarray(pos.ravel()), int(roi)).reshape(pos.shape)
 
 
 #: Renderer kinds known to :func:`render_one` (the fitter's fused kernel).
