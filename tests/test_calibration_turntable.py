@@ -66,6 +66,9 @@ def test_per_pixel_beats_shared_with_strong_prnu():
     shared = evaluate_turntable(cal, frames, SENSOR, model=shared_epsf(cal), gaussian=False)
     assert own.meta["rms_mean_mle"] < 0.8 * shared.meta["rms_mean_mle"]
     assert own.meta["rms_rmse_mle"] < shared.meta["rms_rmse_mle"]
+    # The shared shape times a fitted response per pixel removes it too.
+    hybrid = evaluate_turntable(cal, frames, SENSOR, model=shared_epsf(cal, response=True), gaussian=False)
+    assert hybrid.meta["rms_mean_mle"] < 0.8 * shared.meta["rms_mean_mle"]
 
 
 def test_2d_grid_and_rotated_mount():
@@ -90,6 +93,7 @@ def test_cli_round_trip_and_localize_with_the_model(tmp_path, capsys):
                  "--shared"]) == 0
     text = capsys.readouterr().out
     assert "ePSF + MLE" in text and "Gaussian fit" in text and "one shared ePSF" in text
+    assert "x pixel response" in text
     ev = Table.read(tmp_path / "pe_eval.ecsv")
     # 6 frames per step make a noisy model (30 reach 1.2x the PL: the slow test above).
     assert ev.meta["rms_rmse_mle"] < 2 * ev.meta["rms_pl_x"] and ev.meta["rms_rmse_gf"] > ev.meta["rms_rmse_mle"]

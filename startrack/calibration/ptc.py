@@ -44,7 +44,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from astropy.table import Table
+from astropy.table import Table, vstack
 
 from ..sensor import Sensor
 from .dataset import load_frames, read_manifest
@@ -366,8 +366,6 @@ def photon_transfer(levels, *, read_noise=0.0, gain_range=0.7, linearity_range=(
     for col, fill in (("signal", 0.0), ("signal_err", 0.0), ("noise", 0.0), ("noise_err", 0.0),
                       ("used_gain", False), ("used_linearity", False), ("linearity_dev", np.nan)):
         dark_rows[col] = np.full(len(dark_rows), fill)
-    from astropy.table import vstack
-
     table = vstack([dark_rows, flat], metadata_conflicts="silent")
     for col, unit in (("exposure_s", "s"), ("mean", "adu"), ("mean_err", "adu"), ("var", "adu2"),
                       ("var_err", "adu2"), ("signal", "adu"), ("signal_err", "adu"), ("noise", "adu2"),

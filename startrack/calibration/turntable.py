@@ -40,10 +40,10 @@ from ..pixel_epsf import PixelEPSF
 from ..sensor import Sensor
 from .dataset import load_frames, read_manifest
 
-_SQRT_2PI = math.sqrt(2.0 * math.pi)
-
 __all__ = ["scan_offsets", "fit_alignment", "calibrate_turntable", "TurntableCalibration", "evaluate_turntable",
            "shared_epsf", "gaussian_fit", "read_turntable", "plot_turntable"]
+
+_SQRT_2PI = math.sqrt(2.0 * math.pi)
 
 
 def scan_offsets(azimuth_deg, elevation_deg, focal_length_mm, pixel_pitch_um):
@@ -294,7 +294,7 @@ def calibrate_turntable(frames, azimuth_deg, elevation_deg, sensor: Sensor, foca
                                 background=background, roi=roi, light=light)
 
 
-def shared_epsf(cal: TurntableCalibration, *, knot_spacing=0.05) -> PixelEPSF:
+def shared_epsf(cal: TurntableCalibration, *, knot_spacing=0.05, response=False) -> PixelEPSF:
     """One ePSF shared by all pixels, from the same model positions: the comparison for the per-pixel one.
 
     For a 1-D scan each block row's samples ``(x_star - column, phi)`` from
@@ -303,6 +303,10 @@ def shared_epsf(cal: TurntableCalibration, *, knot_spacing=0.05) -> PixelEPSF:
     averages out; the result is returned as a :class:`PixelEPSF` whose pixels
     all follow that shared curve. (A 2-D shared ePSF is what
     :class:`startrack.EPSF` builds from sky data.)
+
+    With ``response=True`` each pixel's curve is the shared one times the
+    pixel's own response, one least-squares factor per pixel fitted to its
+    samples: the shared shape's low noise with the per-pixel gains.
     """
     m = cal.model
     if m.ndim != 1:
@@ -323,7 +327,13 @@ def shared_epsf(cal: TurntableCalibration, *, knot_spacing=0.05) -> PixelEPSF:
         spl = make_lsq_spline(o, val, knots, k=3)
         inside = np.abs(offsets) <= lim
         shared[:, r, :] = np.where(inside, spl(np.clip(offsets, o[0], o[-1])), 0.0)
-    meta = dict(m.meta, shared=True)
+    if response:
+        ss = np.sum(shared * shared, axis=0)
+        lit = ss > 1e-4 * ss.max()  # pixels the spot reaches; the rest keep unit response
+        gain = np.ones_like(ss)
+        gain[lit] = np.sum(shared * m.values, axis=0)[lit] / ss[lit]
+        shared *= gain
+    meta = dict(m.meta, shared=True, response=bool(response))
     return PixelEPSF(shared, m.x, m.y, col0=m.col0, row0=m.row0, meta=meta)
 
 

@@ -120,7 +120,8 @@ def register(sub):
     q.add_argument("--plot", metavar="PNG", help="evaluation plot (default: OUT with suffix .png)")
     q.add_argument("--no-gaussian", action="store_true", help="skip the (slow) least-squares Gaussian fit")
     q.add_argument("--shared", action="store_true",
-                   help="also evaluate one ePSF shared by all pixels (1-D scans), to see what per-pixel buys")
+                   help="also evaluate one ePSF shared by all pixels, and it times each pixel's fitted response "
+                        "(1-D scans), to see what per-pixel buys")
     q.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
     q.set_defaults(func=run_turntable_epsf)
 
@@ -163,20 +164,26 @@ def _maybe_plot(fn, result, path, quiet):
 
 def run_ptc(args):
     from ..calibration.ptc import measure_ptc, plot_ptc
-    from ..io import write_table
 
-    out = Path(args.out)
     res = measure_ptc(args.manifest, read_noise=args.read_noise,
                       progress=lambda it: progress(it, total=len(it), desc="ptc", quiet=args.quiet))
+    _write_result(res, res.levels, args.out, args.table, "_levels.ecsv", plot_ptc, args.plot, args.quiet)
+    return 0
+
+
+def _write_result(res, table, out, table_path, suffix, plot_fn, plot_path, quiet):
+    """The TOML table, the per-point table and the plot of a calibration, and its summary."""
+    from ..io import write_table
+
+    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(res.to_toml())
-    table = _sibling(out, args.table, "_levels.ecsv")
-    write_table(res.levels, table)
-    if not args.quiet:
+    table_path = _sibling(out, table_path, suffix)
+    write_table(table, table_path)
+    if not quiet:
         print(res.summary())
-        print(f"wrote {out} and {table}", file=sys.stderr)
-    _maybe_plot(plot_ptc, res, _sibling(out, args.plot, ".png"), args.quiet)
-    return 0
+        print(f"wrote {out} and {table_path}", file=sys.stderr)
+    _maybe_plot(plot_fn, res, _sibling(out, plot_path, ".png"), quiet)
 
 
 def _camera_numbers(path, focal_length_mm, pixel_pitch_um):
@@ -222,10 +229,11 @@ def run_turntable_epsf(args):
     if args.shared:
         if cal.model.ndim != 1:
             raise ValueError("--shared compares 1-D scans only")
-        sh = evaluate_turntable(cal, frames, sensor, model=shared_epsf(cal), gaussian=False)
-        print(f"one shared ePSF: MLE {sh.meta['rms_rmse_mle']:.4f} px rms single frame, "
-              f"{sh.meta['rms_mean_mle']:.4f} px rms mean of repeats (per-pixel: "
-              f"{ev.meta['rms_rmse_mle']:.4f}, {ev.meta['rms_mean_mle']:.4f})")
+        for label, resp in (("one shared ePSF", False), ("shared ePSF x pixel response", True)):
+            sh = evaluate_turntable(cal, frames, sensor, model=shared_epsf(cal, response=resp), gaussian=False)
+            print(f"{label}: MLE {sh.meta['rms_rmse_mle']:.4f} px rms single frame, "
+                  f"{sh.meta['rms_mean_mle']:.4f} px rms mean of repeats (per-pixel: "
+                  f"{ev.meta['rms_rmse_mle']:.4f}, {ev.meta['rms_mean_mle']:.4f})")
     if not args.quiet:
         print(f"wrote {out} and {tab}", file=sys.stderr)
     _maybe_plot(plot_turntable, ev, _sibling(out, args.plot, ".png"), args.quiet)
@@ -251,7 +259,7 @@ def _evaluation_summary(ev) -> str:
 def run_intrinsics(args):
     from ..calibration.intrinsics import fit_intrinsics, plot_intrinsics
     from ..camera import Camera
-    from ..io import read_table, write_table
+    from ..io import read_table
 
     nominal = Camera.from_toml(args.camera)
     t = read_table(args.centroids)
@@ -263,13 +271,6 @@ def run_intrinsics(args):
         v.strip() for v in args.distortion.split(",") if v.strip())
     errs = {k: np.asarray(t[k], float) for k in ("x_err", "y_err") if k in t.colnames}
     res = fit_intrinsics(t["azimuth_deg"], t["elevation_deg"], t["x"], t["y"], nominal, distortion=terms, **errs)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(res.to_toml())
-    table = _sibling(out, args.residuals, "_residuals.ecsv")
-    write_table(res.residuals, table)
-    if not args.quiet:
-        print(res.summary())
-        print(f"wrote {out} and {table}", file=sys.stderr)
-    _maybe_plot(plot_intrinsics, res, _sibling(out, args.plot, ".png"), args.quiet)
+    _write_result(res, res.residuals, args.out, args.residuals, "_residuals.ecsv", plot_intrinsics, args.plot,
+                  args.quiet)
     return 0
