@@ -59,8 +59,11 @@ not-a-knot cubic splines); the others test it: ePSF + Poisson MLE, centre of
 gravity and a least-squares Gaussian fit against the precision limit, per
 frame and for the mean over the repeats.
 
-Writes the model (FITS, for 'startrack localize --psf pixel-epsf:FILE' on
-frames of this sensor region), the evaluation table (ECSV) and a plot.
+Writes the model (FITS, in full-frame coordinates: valid for this sensor
+region and range of positions), the evaluation table (ECSV) and a plot. A
+2-D grid model works in 'startrack localize --psf pixel-epsf:FILE'; a 1-D
+scan model knows no y, so fit x alone in Python:
+startrack.localize(frame, xy, PixelEPSF.load(FILE), sensor, fit=("x",), ...).
 
 example:
   startrack simulate turntable tt-data
