@@ -5,14 +5,17 @@ The pipeline runs left to right: :func:`detect` -> centre of gravity ->
 attitude. :mod:`startrack.crlb` gives the precision limits the fits reach.
 """
 
-from . import crlb, design, epsf, simulate
+from . import crlb, design, epsf, evaluate, simulate
+from .camera import Camera
 from .detect import centroid, detect
 from .epsf import EPSF, build_epsf
 from .localize import FLAGS, localize
+from .pixel_epsf import PixelEPSF
 from .psf import GaussianMixturePSF, GaussianPSF, PSFModel, parse_psf
 from .sensor import Sensor
 
 __version__ = "0.1.0"
 
-__all__ = ["Sensor", "GaussianPSF", "GaussianMixturePSF", "EPSF", "PSFModel", "parse_psf", "detect", "centroid",
-           "localize", "build_epsf", "FLAGS", "crlb", "design", "epsf", "simulate", "__version__"]
+__all__ = ["Sensor", "Camera", "GaussianPSF", "GaussianMixturePSF", "EPSF", "PixelEPSF", "PSFModel", "parse_psf",
+           "detect", "centroid", "localize", "build_epsf", "FLAGS", "crlb", "design", "epsf", "simulate",
+           "evaluate", "__version__"]

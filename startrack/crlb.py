@@ -20,6 +20,7 @@ import numba as nb
 import numpy as np
 from astropy.table import Table
 
+from .detect import roi_shape
 from .psf import PSFModel, render_one, roi_origin
 from .sensor import Sensor
 
@@ -170,9 +171,10 @@ def fisher_information(model: PSFModel, x, y, flux, background, sensor: Sensor |
         Sky background above the dark level (e-/pixel).
     sensor : Sensor, optional
         Supplies the noise floor ``dark_var + read_noise^2`` (e-^2); none when omitted.
-    roi : int, optional
-        Width of the square window the information is summed over, centred as
-        :func:`startrack.localize` centres it (default: the model's own).
+    roi : int or (ny, nx), optional
+        Width of the square window the information is summed over, or its
+        rows and columns, centred as :func:`startrack.localize` centres it
+        (default: the model's own).
 
     Returns
     -------
@@ -185,11 +187,11 @@ def fisher_information(model: PSFModel, x, y, flux, background, sensor: Sensor |
                                                    for v in (x, y, flux, background)))
     n = x.size
     x, y, flux, background = (np.ascontiguousarray(v.ravel()) for v in (x, y, flux, background))
-    roi = model.default_roi() if roi is None else int(roi)
+    ny, nx = roi_shape(model.default_roi() if roi is None else roi)
     floor = 0.0 if sensor is None else sensor.noise_floor
     return _fisher_batch(model.kind, np.ascontiguousarray(model.params, np.float64),
-                         np.ascontiguousarray(model.table, np.float64), x, y, roi_origin(x, roi),
-                         roi_origin(y, roi), roi, roi, flux, background, floor, nb.get_num_threads())
+                         np.ascontiguousarray(model.table, np.float64), x, y, roi_origin(x, nx),
+                         roi_origin(y, ny), ny, nx, flux, background, floor, nb.get_num_threads())
 
 
 def crlb(model, x, y, flux, background, sensor=None, *, params=PARAMS, roi=None):

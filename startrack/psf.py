@@ -22,13 +22,28 @@ import numpy as np
 __all__ = ["PSFModel", "GaussianPSF", "GaussianMixturePSF", "parse_psf", "roi_origin"]
 
 
-def roi_origin(pos, roi):
+@nb.njit(cache=True)
+def origin(pos, roi):
     """First pixel index of an ``roi``-wide window centred as nearly as possible on ``pos``.
 
     For odd ``roi`` the window is centred on the pixel containing ``pos``; for
-    even ``roi`` on the pixel corner nearest to ``pos``.
+    even ``roi`` on the pixel corner nearest to ``pos``. Usable inside kernels.
     """
-    return np.floor(np.asarray(pos, dtype=float) - (roi - 1) / 2.0 + 0.5).astype(np.int64)
+    return int(math.floor(pos - (roi - 1) / 2.0 + 0.5))
+
+
+@nb.njit(cache=True)
+def _origins(pos, roi):
+    out = np.empty(pos.shape[0], np.int64)
+    for k in range(pos.shape[0]):
+        out[k] = origin(pos[k], roi)
+    return out
+
+
+def roi_origin(pos, roi):
+    """:func:`origin` for a scalar or an array of positions (int64 array out)."""
+    pos = np.asarray(pos, dtype=np.float64)
+    return _origins(np.ascontiguousarray(pos.ravel()), int(roi)).reshape(pos.shape)
 
 
 #: Renderer kinds known to :func:`render_one` (the fitter's fused kernel).
@@ -271,6 +286,103 @@ def _grid_one(params, table, x, y, x0, y0, out, second):
 
 
 @nb.njit(cache=True)
+def _segment(breaks, v):
+    """Interval k with breaks[k] <= v < breaks[k+1], clamped so the end pieces extrapolate."""
+    k = np.searchsorted(breaks, v, side="right") - 1
+    return min(max(k, 0), breaks.shape[0] - 2)
+
+
+@nb.njit(cache=True)
+def _pixel_grid_one(params, table, x, y, x0, y0, out, second):
+    """Per-pixel ePSF of a turntable calibration: every pixel has its own piecewise cubic in the star position.
+
+    ``params`` = (ndim, col0, row0, ncols, nrows, nbx, nby, period, tx, ty,
+    a00, a01, a10, a11, x breaks..., y breaks...): the calibrated pixels are
+    columns col0.. and rows row0.. of the frame. ndim 1: ``table[p, k]`` holds
+    pixel p's coefficients in powers of ``(x - bx[k])`` on interval k (y is
+    not a variable). ndim 2: the grid coordinates are
+    ``(u, v) = A ((x, y) - (tx, ty))`` and ``table[p, k (nby - 1) + l, 4a + b]``
+    multiplies ``(u - bx[k])^a (v - by[l])^b``. A ``period`` > 0 repeats the
+    block every ``period`` rows (frames stacked into one mosaic). Value and
+    derivatives are those of the interpolant itself; pixels outside the
+    block record nothing.
+    """
+    ny, nx = out.shape[1], out.shape[2]
+    ndim = int(params[0])
+    col0, row0 = int(params[1]), int(params[2])
+    ncols, nrows = int(params[3]), int(params[4])
+    nbx, nby = int(params[5]), int(params[6])
+    period = int(params[7])
+    out[:, :, :] = 0.0
+    if period > 0:  # move the star and its ROI into the tile of the block nearest to the ROI
+        tile = int(math.floor((y0 + 0.5 * ny - row0 - 0.5 * nrows) / period + 0.5))
+        y0 = y0 - tile * period
+        y = y - tile * period
+    a00, a01, a10, a11 = params[10], params[11], params[12], params[13]
+    bx = params[14:14 + nbx]
+    if ndim == 1:
+        u = x
+        v = 0.0
+        cell = _segment(bx, u)
+        tu = u - bx[cell]
+        tv = 0.0
+    else:
+        by = params[14 + nbx:14 + nbx + nby]
+        u = a00 * (x - params[8]) + a01 * (y - params[9])
+        v = a10 * (x - params[8]) + a11 * (y - params[9])
+        kx = _segment(bx, u)
+        ky = _segment(by, v)
+        tu = u - bx[kx]
+        tv = v - by[ky]
+        cell = kx * (nby - 1) + ky
+    for i in range(ny):
+        r = y0 + i - row0
+        if r < 0 or r >= nrows:
+            continue
+        for j in range(nx):
+            c = x0 + j - col0
+            if c < 0 or c >= ncols:
+                continue
+            cf = table[r * ncols + c, cell]
+            if ndim == 1:
+                out[0, i, j] = cf[0] + tu * (cf[1] + tu * (cf[2] + tu * cf[3]))
+                out[1, i, j] = cf[1] + tu * (2.0 * cf[2] + 3.0 * tu * cf[3])
+                if second:
+                    out[3, i, j] = 2.0 * cf[2] + 6.0 * tu * cf[3]
+                continue
+            # q_a(v) = sum_b cf[4a + b] tv^b by Horner, then the powers of tu.
+            f = 0.0
+            fu = 0.0
+            fv = 0.0
+            fuu = 0.0
+            fuv = 0.0
+            fvv = 0.0
+            pa = 1.0
+            for a in range(4):
+                q = cf[4 * a] + tv * (cf[4 * a + 1] + tv * (cf[4 * a + 2] + tv * cf[4 * a + 3]))
+                dq = cf[4 * a + 1] + tv * (2.0 * cf[4 * a + 2] + 3.0 * tv * cf[4 * a + 3])
+                d2q = 2.0 * cf[4 * a + 2] + 6.0 * tv * cf[4 * a + 3]
+                f += pa * q
+                fv += pa * dq
+                fvv += pa * d2q
+                if a >= 1:
+                    dpa = a * tu ** (a - 1)
+                    fu += dpa * q
+                    fuv += dpa * dq
+                    if a >= 2:
+                        fuu += a * (a - 1) * tu ** (a - 2) * q
+                pa *= tu
+            # Chain rule through the linear map (x, y) -> (u, v).
+            out[0, i, j] = f
+            out[1, i, j] = a00 * fu + a10 * fv
+            out[2, i, j] = a01 * fu + a11 * fv
+            if second:
+                out[3, i, j] = a00 * a00 * fuu + 2.0 * a00 * a10 * fuv + a10 * a10 * fvv
+                out[4, i, j] = a00 * a01 * fuu + (a00 * a11 + a01 * a10) * fuv + a10 * a11 * fvv
+                out[5, i, j] = a01 * a01 * fuu + 2.0 * a01 * a11 * fuv + a11 * a11 * fvv
+
+
+@nb.njit(cache=True)
 def render_one(kind, params, table, x, y, x0, y0, out, work, second):
     """Render one star at (x, y) into an ROI whose first pixel is (column x0, row y0).
 
@@ -287,6 +399,8 @@ def render_one(kind, params, table, x, y, x0, y0, out, work, second):
         _grid_one(params, table, x, y, x0, y0, out, second)
     elif kind == GAUSSIAN_MIXTURE:
         _mixture_one(params, x, y, x0, y0, out, work, second)
+    elif kind == PIXEL_GRID:
+        _pixel_grid_one(params, table, x, y, x0, y0, out, second)
     else:
         out[:, :, :] = np.nan
 
@@ -398,8 +512,10 @@ def parse_psf(spec: str) -> PSFModel:
     """Build a PSF model from its text form.
 
     ``gaussian:SIGMA`` or ``gaussian:SX,SY`` (pixels); ``epsf:FILE`` (an ePSF
-    FITS file written by :meth:`startrack.EPSF.save`); ``mixture:W,S,DX,DY;...``
-    (a :class:`GaussianMixturePSF`, one ``weight,sigma,dx,dy`` group per component).
+    FITS file written by :meth:`startrack.EPSF.save`); ``pixel-epsf:FILE`` (a
+    turntable per-pixel ePSF written by :meth:`startrack.PixelEPSF.save`);
+    ``mixture:W,S,DX,DY;...`` (a :class:`GaussianMixturePSF`, one
+    ``weight,sigma,dx,dy`` group per component).
     """
     if not isinstance(spec, str) or ":" not in spec:
         raise ValueError(f"--psf must look like 'gaussian:SIGMA' or 'epsf:FILE', got {spec!r}")
@@ -417,6 +533,10 @@ def parse_psf(spec: str) -> PSFModel:
         from .epsf import EPSF
 
         return EPSF.load(arg)
+    if kind == "pixel-epsf":
+        from .pixel_epsf import PixelEPSF
+
+        return PixelEPSF.load(arg)
     if kind == "mixture":
         try:
             rows = [[float(v) for v in part.split(",")] for part in arg.split(";")]
@@ -425,4 +545,5 @@ def parse_psf(spec: str) -> PSFModel:
         if any(len(r) != 4 for r in rows):
             raise ValueError(f"--psf mixture takes groups of four numbers W,S,DX,DY, got {arg!r}")
         return GaussianMixturePSF(rows)
-    raise ValueError(f"unknown PSF model {kind!r}; use 'gaussian:SIGMA', 'mixture:W,S,DX,DY;...' or 'epsf:FILE'")
+    raise ValueError(f"unknown PSF model {kind!r}; use 'gaussian:SIGMA', 'epsf:FILE', 'pixel-epsf:FILE' "
+                     "or 'mixture:W,S,DX,DY;...'")

@@ -15,7 +15,7 @@ import sys
 
 from .. import __version__
 
-COMMANDS = ["demo", "localize", "crlb", "epsf", "design"]
+COMMANDS = ["demo", "localize", "crlb", "epsf", "design", "calib", "simulate"]
 
 
 def build_parser() -> argparse.ArgumentParser:
