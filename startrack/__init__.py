@@ -5,6 +5,15 @@ The pipeline runs left to right: :func:`detect` -> centre of gravity ->
 attitude. :mod:`startrack.crlb` gives the precision limits the fits reach.
 """
 
+import os as _os
+
+# numba's OpenMP threads otherwise spin for milliseconds after every parallel
+# kernel: with many short batches (one frame, a few hundred stars) that burns
+# an order of magnitude more CPU than the work and starves other processes.
+# Must be set before the OpenMP runtime loads; a user's own setting wins.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+_os.environ.setdefault("KMP_BLOCKTIME", "0")
+
 from . import crlb, design, epsf, evaluate, simulate
 from .camera import Camera
 from .detect import centroid, detect
