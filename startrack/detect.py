@@ -16,7 +16,6 @@ import cv2
 import numba as nb
 import numpy as np
 from astropy.table import Table
-from scipy.spatial import cKDTree
 
 from .psf import roi_origin
 from .sensor import Sensor
@@ -58,59 +57,98 @@ def as_positions(positions, name="positions") -> np.ndarray:
     return np.ascontiguousarray(xy.reshape(-1, 2))
 
 
-@nb.njit(cache=True, parallel=True)
-def _centroid_kernel(image, valid, x0, y0, ny, nx, bg_in, threshold, use_threshold):
-    n = x0.shape[0]
+@nb.njit(cache=True)
+def median_inplace(buf, m):
+    """Median of ``buf[:m]``, sorting that slice in place.
+
+    Written out because ``np.median`` allocates a copy, and it runs once per
+    star inside parallel loops over ROI borders of a few dozen pixels.
+    """
+    for i in range(1, m):
+        v = buf[i]
+        j = i - 1
+        while j >= 0 and buf[j] > v:
+            buf[j + 1] = buf[j]
+            j -= 1
+        buf[j + 1] = v
+    h = m // 2
+    return buf[h] if m % 2 else 0.5 * (buf[h - 1] + buf[h])
+
+
+@nb.njit(cache=True)
+def _usable(image, mask, use_mask, r, c):
+    return math.isfinite(image[r, c]) and not (use_mask and mask[r, c])
+
+
+@nb.njit(cache=True)
+def cg_window(image, mask, use_mask, x0, y0, ny, nx, bg, threshold, use_threshold, buf, out):
+    """Centre of gravity of one ``ny`` x ``nx`` window whose first pixel is (x0, y0).
+
+    ``bg`` NaN means "median of the window's border"; off-image, non-finite
+    and masked pixels are skipped. ``buf`` is scratch of at least
+    ``2 (ny + nx)`` values. Fills ``out`` with (x_cg, y_cg, flux, background, npix); the
+    position is NaN when the window holds no positive signal.
+    """
     h, w = image.shape
-    nb_max = 2 * (ny + nx)
-    xc = np.full(n, np.nan)
-    yc = np.full(n, np.nan)
-    flux = np.zeros(n)
-    bg_out = np.full(n, np.nan)
-    npix = np.zeros(n, np.int64)
-    border = np.empty((n, nb_max))
-    for k in nb.prange(n):
-        bg = bg_in[k]
-        if math.isnan(bg):
-            m = 0
-            for i in range(ny):
-                for j in range(nx):
-                    if 0 < i < ny - 1 and 0 < j < nx - 1:
-                        continue
-                    r = y0[k] + i
-                    c = x0[k] + j
-                    if 0 <= r < h and 0 <= c < w and valid[r, c]:
-                        border[k, m] = image[r, c]
-                        m += 1
-            if m == 0:
-                continue
-            bg = np.median(border[k, :m])
-        bg_out[k] = bg
-        s = 0.0
-        sx = 0.0
-        sy = 0.0
-        cnt = 0
+    out[0] = np.nan
+    out[1] = np.nan
+    out[2] = 0.0
+    out[3] = np.nan
+    out[4] = 0.0
+    if math.isnan(bg):
+        m = 0
         for i in range(ny):
-            r = y0[k] + i
+            r = y0 + i
             if r < 0 or r >= h:
                 continue
             for j in range(nx):
-                c = x0[k] + j
-                if c < 0 or c >= w or not valid[r, c]:
+                if 0 < i < ny - 1 and 0 < j < nx - 1:
                     continue
-                v = image[r, c] - bg
-                if use_threshold and v <= threshold:
-                    continue
-                s += v
-                sx += v * c
-                sy += v * r
-                cnt += 1
-        flux[k] = s
-        npix[k] = cnt
-        if s > 0.0:
-            xc[k] = sx / s
-            yc[k] = sy / s
-    return xc, yc, flux, bg_out, npix
+                c = x0 + j
+                if 0 <= c < w and _usable(image, mask, use_mask, r, c):
+                    buf[m] = image[r, c]
+                    m += 1
+        if m == 0:
+            return
+        bg = median_inplace(buf, m)
+    out[3] = bg
+    s = 0.0
+    sx = 0.0
+    sy = 0.0
+    cnt = 0
+    for i in range(ny):
+        r = y0 + i
+        if r < 0 or r >= h:
+            continue
+        for j in range(nx):
+            c = x0 + j
+            if c < 0 or c >= w or not _usable(image, mask, use_mask, r, c):
+                continue
+            v = image[r, c] - bg
+            if use_threshold and v <= threshold:
+                continue
+            s += v
+            sx += v * c
+            sy += v * r
+            cnt += 1
+    out[2] = s
+    out[4] = cnt
+    if s > 0.0:
+        out[0] = sx / s
+        out[1] = sy / s
+
+
+@nb.njit(cache=True, parallel=True)
+def _centroid_kernel(image, mask, use_mask, x0, y0, ny, nx, bg_in, threshold, use_threshold, nthreads):
+    n = x0.shape[0]
+    res = np.empty((n, 5))
+    per = (n + nthreads - 1) // nthreads
+    for t in nb.prange(nthreads):
+        buf = np.empty(2 * (ny + nx))
+        for k in range(t * per, min(n, (t + 1) * per)):
+            cg_window(image, mask, use_mask, x0[k], y0[k], ny, nx, bg_in[k], threshold, use_threshold, buf,
+                      res[k])
+    return res
 
 
 def centroid(image, positions, *, roi=5, background="border", threshold=0.0, mask=None):
@@ -145,12 +183,13 @@ def centroid(image, positions, *, roi=5, background="border", threshold=0.0, mas
     img = as_image(image)
     xy = as_positions(positions)
     ny, nx = roi_shape(roi)
-    valid = np.isfinite(img)
-    if mask is not None:
+    use_mask = mask is not None
+    if use_mask:
         mask = np.asarray(mask, dtype=bool)
         if mask.shape != img.shape:
             raise ValueError(f"mask shape {mask.shape} does not match image shape {img.shape}")
-        valid &= ~mask
+    else:
+        mask = np.zeros((1, 1), dtype=bool)
     n = len(xy)
     if isinstance(background, str):
         if background != "border":
@@ -164,14 +203,9 @@ def centroid(image, positions, *, roi=5, background="border", threshold=0.0, mas
     off = -10 * max(ny, nx)  # a window wholly off the image: NaN result
     x0 = np.where(finite, roi_origin(np.where(finite, xy[:, 0], 0), nx), off)
     y0 = np.where(finite, roi_origin(np.where(finite, xy[:, 1], 0), ny), off)
-    xc, yc, flux, bgo, npix = _centroid_kernel(img, valid, x0, y0, ny, nx, bg, thr, use_thr)
-    return Table({"x_cg": xc, "y_cg": yc, "flux_cg": flux, "background": bgo, "npix": npix})
-
-
-def _check_roi(roi):
-    if isinstance(roi, bool) or not isinstance(roi, (int, np.integer)) or roi < 2:
-        raise ValueError(f"roi must be an integer number of pixels >= 2, got {roi!r}")
-    return int(roi)
+    res = _centroid_kernel(img, mask, use_mask, x0, y0, ny, nx, bg, thr, use_thr, nb.get_num_threads())
+    return Table({"x_cg": res[:, 0], "y_cg": res[:, 1], "flux_cg": res[:, 2], "background": res[:, 3],
+                  "npix": res[:, 4].astype(np.int64)})
 
 
 def roi_shape(roi):
@@ -184,6 +218,12 @@ def roi_shape(roi):
         return int(roi[0]), int(roi[1])
     width = _check_roi(roi)
     return width, width
+
+
+def _check_roi(roi):
+    if isinstance(roi, bool) or not isinstance(roi, (int, np.integer)) or roi < 2:
+        raise ValueError(f"roi must be an integer number of pixels >= 2, got {roi!r}")
+    return int(roi)
 
 
 def background_map(image, tile=64, mask=None):
@@ -258,7 +298,8 @@ def detect(image, sensor: Sensor | None = None, *, threshold=5.0, smooth=1.0, ro
     roi : int
         CG window width (px).
     min_separation : float
-        Two maxima closer than this (px) are one star: the brighter is kept.
+        A star must be the brightest point of the filtered image within this
+        radius (px); fainter maxima nearer to it are taken for its wings.
     max_stars : int, optional
         Keep only the brightest ``max_stars``.
     mask : 2-D bool array, optional
@@ -300,24 +341,20 @@ def detect(image, sensor: Sensor | None = None, *, threshold=5.0, smooth=1.0, ro
     if not sig > 0:
         sig = float(np.std(fv)) or 1.0
     above = (filt > threshold * sig) & valid
-    dil = cv2.dilate(filt, np.ones((3, 3), np.uint8))
-    peaks = above & (filt >= dil)
+    # A star is a pixel that is the maximum of the filtered image within min_separation;
+    # ties (flat saturated tops) are merged into one peak per connected plateau.
+    rad = max(1, int(min_separation))
+    disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * rad + 1, 2 * rad + 1))
+    peaks = above & (filt >= cv2.dilate(filt, disk))
     if border:
         peaks[:border] = peaks[-border:] = False
         peaks[:, :border] = peaks[:, -border:] = False
-    py, px = np.nonzero(peaks)
+    nlab, lab, _, cents = cv2.connectedComponentsWithStats(peaks.astype(np.uint8), connectivity=8)
+    px = np.rint(cents[1:, 0]).astype(np.int64)
+    py = np.rint(cents[1:, 1]).astype(np.int64)
     strength = filt[py, px]
     order = np.argsort(-strength, kind="stable")
     py, px, strength = py[order], px[order], strength[order]
-    if len(px) > 1 and min_separation > 0:
-        keep = np.ones(len(px), bool)
-        pairs = cKDTree(np.column_stack([px, py])).query_pairs(min_separation, output_type="ndarray")
-        if len(pairs):
-            pairs = np.sort(pairs, axis=1)  # (brighter, fainter) since sorted by strength
-            for a, b in pairs[np.argsort(pairs[:, 0], kind="stable")]:
-                if keep[a]:
-                    keep[b] = False
-        py, px, strength = py[keep], px[keep], strength[keep]
     if max_stars is not None:
         py, px, strength = py[:max_stars], px[:max_stars], strength[:max_stars]
     xy = np.column_stack([px, py]).astype(float)

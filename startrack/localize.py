@@ -20,8 +20,8 @@ from astropy import units as u
 from astropy.table import Table
 
 from .crlb import PARAMS, _accumulate, param_mask
-from .detect import as_image, as_positions, centroid, roi_shape
-from .psf import PSFModel, render_one, roi_origin
+from .detect import as_image, as_positions, cg_window, median_inplace, roi_shape
+from .psf import PSFModel, origin, render_one
 from .sensor import Sensor
 
 __all__ = ["localize", "FLAGS"]
@@ -215,31 +215,53 @@ def _fit_kernel(data, weight, x0, y0, theta, kind, params, table, free, floor, t
 
 
 @nb.njit(cache=True, parallel=True)
-def _gather(img, mask, use_mask, x0, y0, ny, nx, offset, gain, shift, floor, saturation, below, nthreads):
-    """Cut every star's ROI out of the raw frame in one pass, in shifted-Poisson units.
+def _gather(img, mask, use_mask, xy, use_cg, free_xy, ny, nx, offset, gain, shift, floor, saturation, below,
+            nthreads):
+    """Start position and ROI of every star, cut from the raw frame in one pass.
 
-    Returns the data ``(P - s0)/K + read_noise^2``, 0/1 weights (0 for
-    off-image, non-finite, masked and saturated pixels), the flags
-    describing what was left out, and a start (flux, background) from
-    the ROI border median.
+    With ``use_cg`` the start is the centre of gravity of the window around
+    the given position (on raw DN: CG is affine-invariant in intensity),
+    for the free coordinates; a window without positive signal keeps the
+    given position and is flagged ``bad_start``. The ROI is then centred on
+    the pixel holding the start. Returns the start (x, y, flux, background),
+    the data ``(P - s0)/K + read_noise^2``, 0/1 weights (0 for off-image,
+    non-finite, masked and saturated pixels), the ROI origins and the flags
+    describing what was left out.
     """
-    n = x0.shape[0]
+    n = xy.shape[0]
     h, w = img.shape
     data = np.zeros((n, ny, nx))
     weight = np.zeros((n, ny, nx))
     flags = np.zeros(n, np.int64)
-    start = np.zeros((n, 2))
-    nring = max(2 * (nx + ny) - 4, 1)
+    start = np.zeros((n, 4))
+    x0 = np.zeros(n, np.int64)
+    y0 = np.zeros(n, np.int64)
     per = (n + nthreads - 1) // nthreads
     for t in nb.prange(nthreads):
-        ring = np.empty(nring)
+        ring = np.empty(2 * (ny + nx))
+        cg = np.empty(5)
         for k in range(t * per, min(n, (t + 1) * per)):
+            sx = xy[k, 0]
+            sy = xy[k, 1]
+            f = 0
+            if use_cg:
+                cg_window(img, mask, use_mask, origin(sx, nx), origin(sy, ny), ny, nx, np.nan, 0.0, True, ring, cg)
+                if math.isnan(cg[0]):
+                    f |= 128
+                else:
+                    if free_xy[0]:
+                        sx = cg[0]
+                    if free_xy[1]:
+                        sy = cg[1]
+            start[k, 0] = sx
+            start[k, 1] = sy
+            x0[k] = origin(sx, nx)
+            y0[k] = origin(sy, ny)
             inside = 0
             used = 0
             m = 0
             total = 0.0
             lo = np.inf
-            f = 0
             for i in range(ny):
                 r = y0[k] + i
                 for j in range(nx):
@@ -265,15 +287,15 @@ def _gather(img, mask, use_mask, x0, y0, ny, nx, offset, gain, shift, floor, sat
                     if i == 0 or j == 0 or i == ny - 1 or j == nx - 1:
                         ring[m] = d
                         m += 1
-            if inside < nx * ny:
+            if inside < ny * nx:
                 f |= 2
             flags[k] = f
             if used == 0:
                 continue
-            bg = max((np.median(ring[:m]) if m > 0 else lo) - floor, -0.5 * floor)
-            start[k, 0] = max(total - used * (bg + floor), 1.0)
-            start[k, 1] = bg
-    return data, weight, flags, start
+            bg = max((median_inplace(ring, m) if m > 0 else lo) - floor, -0.5 * floor)
+            start[k, 2] = max(total - used * (bg + floor), 1.0)
+            start[k, 3] = bg
+    return start, data, weight, x0, y0, flags
 
 
 def _column_or(value, positions, col, n, name):
@@ -290,7 +312,7 @@ def _column_or(value, positions, col, n, name):
 
 def localize(image, positions, model: PSFModel, sensor: Sensor | None = None, *,
              fit=PARAMS, roi=5, flux=None, background=None, mask=None, start="cg",
-             max_iter=50, tol=1e-4, max_step=1.0):
+             max_iter=50, tol=1e-3, max_step=1.0):
     """Poisson maximum-likelihood positions of many stars in one frame, with their CRLB.
 
     Parameters
@@ -327,7 +349,7 @@ def localize(image, positions, model: PSFModel, sensor: Sensor | None = None, *,
     tol : float
         Convergence threshold on the Newton decrement ``g' F^-1 g`` (how much
         the log-likelihood could still rise). Below it the last Newton step,
-        at most ``sqrt(tol)`` of the precision limit (1 % by default), is
+        at most ``sqrt(tol)`` of the precision limit (3 % by default), is
         taken without re-evaluating the likelihood.
     max_step : float
         Largest position step per iteration (px).
@@ -388,16 +410,6 @@ def localize(image, positions, model: PSFModel, sensor: Sensor | None = None, *,
     on_img = finite & (xy[:, 0] >= -0.5) & (xy[:, 0] < w - 0.5) & (xy[:, 1] >= -0.5) & (xy[:, 1] < h - 0.5)
     flags[~on_img] |= FLAGS["no_fit"]
     start_xy = np.where(on_img[:, None], xy, np.nan)
-    if start == "cg" and n:
-        # CG is affine-invariant in intensity, so it runs on the raw DN frame.
-        cg = centroid(img, np.where(on_img[:, None], xy, 0.0), roi=roi, mask=mask)
-        cxy = np.column_stack([cg["x_cg"], cg["y_cg"]])
-        good = np.all(np.isfinite(cxy), axis=1)
-        flags[on_img & ~good] |= FLAGS["bad_start"]
-        for a in range(2):
-            if free[a]:
-                start_xy[:, a] = np.where(good, cxy[:, a], start_xy[:, a])
-
     theta = np.full((n, 4), np.nan)
     cov = np.full((n, 4, 4), np.nan)
     loglike = np.full(n, np.nan)
@@ -411,17 +423,17 @@ def localize(image, positions, model: PSFModel, sensor: Sensor | None = None, *,
     min_pixels = max(int(free.sum()) + 1, 3)
     params = np.ascontiguousarray(model.params, np.float64)
     table = np.ascontiguousarray(model.table, np.float64)
+    nthreads = nb.get_num_threads()
     for lo in range(0, n, _CHUNK):
         idx = np.flatnonzero(on_img[lo:lo + _CHUNK]) + lo
         if idx.size == 0:
             continue
-        x0 = roi_origin(start_xy[idx, 0], nx)
-        y0 = roi_origin(start_xy[idx, 1], ny)
-        data, weight, f, fb = _gather(img, mask_arr, use_mask, x0, y0, ny, nx, sensor.offset, sensor.gain,
-                                      sensor.read_noise ** 2, floor, sat, below, nb.get_num_threads())
+        th, data, weight, x0, y0, f = _gather(img, mask_arr, use_mask, np.ascontiguousarray(xy[idx]),
+                                              start == "cg", free[:2].copy(), ny, nx, sensor.offset, sensor.gain,
+                                              sensor.read_noise ** 2, floor, sat, below, nthreads)
         enough = weight.sum(axis=(1, 2)) >= min_pixels
         flags[idx] |= f | np.where(enough, 0, FLAGS["no_fit"])
-        th = np.column_stack([start_xy[idx], fb])
+        start_xy[idx] = th[:, :2]
         if not free[2]:
             th[:, 2] = fixed_flux[idx]
         if not free[3]:
@@ -431,7 +443,7 @@ def localize(image, positions, model: PSFModel, sensor: Sensor | None = None, *,
         it = np.zeros(idx.size, np.int64)
         stt = np.zeros(idx.size, np.int64)
         _fit_kernel(data, weight, x0, y0, th, model.kind, params, table, free, floor, float(tol),
-                    float(max_step), int(max_iter), enough, c, ll, it, stt, nb.get_num_threads())
+                    float(max_step), int(max_iter), enough, c, ll, it, stt, nthreads)
         theta[idx], cov[idx], loglike[idx], iters[idx], status[idx] = th, c, ll, it, stt
 
     flags[status == 3] |= FLAGS["no_fit"]  # model mean not positive at the start

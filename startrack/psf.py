@@ -19,22 +19,38 @@ import math
 import numba as nb
 import numpy as np
 
-__all__ = ["PSFModel", "GaussianPSF", "parse_psf", "roi_origin"]
+__all__ = ["PSFModel", "GaussianPSF", "GaussianMixturePSF", "parse_psf", "roi_origin"]
 
 
-def roi_origin(pos, roi):
+@nb.njit(cache=True)
+def origin(pos, roi):
     """First pixel index of an ``roi``-wide window centred as nearly as possible on ``pos``.
 
     For odd ``roi`` the window is centred on the pixel containing ``pos``; for
-    even ``roi`` on the pixel corner nearest to ``pos``.
+    even ``roi`` on the pixel corner nearest to ``pos``. Usable inside kernels.
     """
-    return np.floor(np.asarray(pos, dtype=float) - (roi - 1) / 2.0 + 0.5).astype(np.int64)
+    return int(math.floor(pos - (roi - 1) / 2.0 + 0.5))
+
+
+@nb.njit(cache=True)
+def _origins(pos, roi):
+    out = np.empty(pos.shape[0], np.int64)
+    for k in range(pos.shape[0]):
+        out[k] = origin(pos[k], roi)
+    return out
+
+
+def roi_origin(pos, roi):
+    """:func:`origin` for a scalar or an array of positions (int64 array out)."""
+    pos = np.asarray(pos, dtype=np.float64)
+    return _origins(np.ascontiguousarray(pos.ravel()), int(roi)).reshape(pos.shape)
 
 
 #: Renderer kinds known to :func:`render_one` (the fitter's fused kernel).
 GAUSSIAN = 0
 GRID = 1
 PIXEL_GRID = 2
+GAUSSIAN_MIXTURE = 3
 
 
 class PSFModel:
@@ -162,6 +178,211 @@ def _gaussian_one(params, x, y, x0, y0, out, work, second):
 
 
 @nb.njit(cache=True)
+def _mixture_one(params, x, y, x0, y0, out, work, second):
+    """Sum of pixel-integrated Gaussians; ``params`` holds (weight, sigma, dx, dy) per component."""
+    ny, nx = out.shape[1], out.shape[2]
+    vx, gx, hx = work[0, :nx], work[1, :nx], work[2, :nx]
+    vy, gy, hy = work[3, :ny], work[4, :ny], work[5, :ny]
+    out[:, :, :] = 0.0
+    for c in range(params.shape[0] // 4):
+        wgt, sig = params[4 * c], params[4 * c + 1]
+        _axis_profile(x + params[4 * c + 2], sig, nx, x0, vx, gx, hx)
+        _axis_profile(y + params[4 * c + 3], sig, ny, y0, vy, gy, hy)
+        for i in range(ny):
+            for j in range(nx):
+                out[0, i, j] += wgt * vy[i] * vx[j]
+                out[1, i, j] += wgt * vy[i] * gx[j]
+                out[2, i, j] += wgt * gy[i] * vx[j]
+                if second:
+                    out[3, i, j] += wgt * vy[i] * hx[j]
+                    out[4, i, j] += wgt * gy[i] * gx[j]
+                    out[5, i, j] += wgt * hy[i] * vx[j]
+
+
+@nb.njit(cache=True)
+def _bspline_weights(t, scale):
+    """Uniform cubic B-spline weights of the four knots around fraction ``t`` in [0, 1),
+    and their first and second derivatives times ``scale`` and ``scale**2``."""
+    s = 1.0 - t
+    t2 = t * t
+    sc2 = scale * scale
+    w = (s * s * s / 6.0, (3.0 * t2 * t - 6.0 * t2 + 4.0) / 6.0, (-3.0 * t2 * t + 3.0 * t2 + 3.0 * t + 1.0) / 6.0,
+         t2 * t / 6.0)
+    dw = (-0.5 * s * s * scale, (1.5 * t2 - 2.0 * t) * scale, (-1.5 * t2 + t + 0.5) * scale, 0.5 * t2 * scale)
+    hw = (s * sc2, (3.0 * t - 2.0) * sc2, (1.0 - 3.0 * t) * sc2, t * sc2)
+    return w, dw, hw
+
+
+@nb.njit(cache=True)
+def _grid_one(params, table, x, y, x0, y0, out, second):
+    """Cubic B-spline ePSF: the value of a pixel is ``ePSF(pixel centre - star)``.
+
+    ``table[0]`` holds the spline coefficients on a grid of spacing
+    ``1/params[0]`` px whose node (row ``params[2]``, column ``params[1]``)
+    is offset (0, 0); coefficients off the table are zero. Pixels are a whole
+    number of nodes apart, so the knot weights are computed once per star
+    and each pixel is a 4x4 tensor product. The derivatives are those of the
+    spline itself (exact for the interpolant); d/dx of a pixel is minus
+    d/d(offset), hence the negative scale.
+    """
+    ny, nx = out.shape[1], out.shape[2]
+    coef = table[0]
+    nrow, ncol = coef.shape
+    os = params[0]
+    step = int(os)
+    u = (x0 - x) * os + params[1]
+    v = (y0 - y) * os + params[2]
+    iu = int(math.floor(u))
+    iv = int(math.floor(v))
+    wx, dwx, hwx = _bspline_weights(u - iu, -os)
+    wy, dwy, hwy = _bspline_weights(v - iv, -os)
+    for i in range(ny):
+        rb = iv - 1 + i * step
+        for j in range(nx):
+            cb = iu - 1 + j * step
+            v0 = 0.0
+            gx = 0.0
+            gy = 0.0
+            hxx = 0.0
+            hxy = 0.0
+            hyy = 0.0
+            inside = cb >= 0 and cb + 3 < ncol
+            for a in range(4):
+                r = rb + a
+                if r < 0 or r >= nrow:
+                    continue
+                if inside:
+                    q0 = coef[r, cb]
+                    q1 = coef[r, cb + 1]
+                    q2 = coef[r, cb + 2]
+                    q3 = coef[r, cb + 3]
+                    s0 = q0 * wx[0] + q1 * wx[1] + q2 * wx[2] + q3 * wx[3]
+                    s1 = q0 * dwx[0] + q1 * dwx[1] + q2 * dwx[2] + q3 * dwx[3]
+                    s2 = q0 * hwx[0] + q1 * hwx[1] + q2 * hwx[2] + q3 * hwx[3]
+                else:
+                    s0 = 0.0
+                    s1 = 0.0
+                    s2 = 0.0
+                    for b in range(4):
+                        c = cb + b
+                        if 0 <= c < ncol:
+                            q = coef[r, c]
+                            s0 += q * wx[b]
+                            s1 += q * dwx[b]
+                            s2 += q * hwx[b]
+                v0 += wy[a] * s0
+                gx += wy[a] * s1
+                gy += dwy[a] * s0
+                hxx += wy[a] * s2
+                hxy += dwy[a] * s1
+                hyy += hwy[a] * s0
+            out[0, i, j] = v0
+            out[1, i, j] = gx
+            out[2, i, j] = gy
+            if second:
+                out[3, i, j] = hxx
+                out[4, i, j] = hxy
+                out[5, i, j] = hyy
+
+
+@nb.njit(cache=True)
+def _segment(breaks, v):
+    """Interval k with breaks[k] <= v < breaks[k+1], clamped so the end pieces extrapolate."""
+    k = np.searchsorted(breaks, v, side="right") - 1
+    return min(max(k, 0), breaks.shape[0] - 2)
+
+
+@nb.njit(cache=True)
+def _pixel_grid_one(params, table, x, y, x0, y0, out, second):
+    """Per-pixel ePSF of a turntable calibration: every pixel has its own piecewise cubic in the star position.
+
+    ``params`` = (ndim, col0, row0, ncols, nrows, nbx, nby, period, tx, ty,
+    a00, a01, a10, a11, x breaks..., y breaks...): the calibrated pixels are
+    columns col0.. and rows row0.. of the frame. ndim 1: ``table[p, k]`` holds
+    pixel p's coefficients in powers of ``(x - bx[k])`` on interval k (y is
+    not a variable). ndim 2: the grid coordinates are
+    ``(u, v) = A ((x, y) - (tx, ty))`` and ``table[p, k (nby - 1) + l, 4a + b]``
+    multiplies ``(u - bx[k])^a (v - by[l])^b``. A ``period`` > 0 repeats the
+    block every ``period`` rows (frames stacked into one mosaic). Value and
+    derivatives are those of the interpolant itself; pixels outside the
+    block record nothing.
+    """
+    ny, nx = out.shape[1], out.shape[2]
+    ndim = int(params[0])
+    col0, row0 = int(params[1]), int(params[2])
+    ncols, nrows = int(params[3]), int(params[4])
+    nbx, nby = int(params[5]), int(params[6])
+    period = int(params[7])
+    out[:, :, :] = 0.0
+    if period > 0:  # move the star and its ROI into the tile of the block nearest to the ROI
+        tile = int(math.floor((y0 + 0.5 * ny - row0 - 0.5 * nrows) / period + 0.5))
+        y0 = y0 - tile * period
+        y = y - tile * period
+    a00, a01, a10, a11 = params[10], params[11], params[12], params[13]
+    bx = params[14:14 + nbx]
+    if ndim == 1:
+        u = x
+        v = 0.0
+        cell = _segment(bx, u)
+        tu = u - bx[cell]
+        tv = 0.0
+    else:
+        by = params[14 + nbx:14 + nbx + nby]
+        u = a00 * (x - params[8]) + a01 * (y - params[9])
+        v = a10 * (x - params[8]) + a11 * (y - params[9])
+        kx = _segment(bx, u)
+        ky = _segment(by, v)
+        tu = u - bx[kx]
+        tv = v - by[ky]
+        cell = kx * (nby - 1) + ky
+    for i in range(ny):
+        r = y0 + i - row0
+        if r < 0 or r >= nrows:
+            continue
+        for j in range(nx):
+            c = x0 + j - col0
+            if c < 0 or c >= ncols:
+                continue
+            cf = table[r * ncols + c, cell]
+            if ndim == 1:
+                out[0, i, j] = cf[0] + tu * (cf[1] + tu * (cf[2] + tu * cf[3]))
+                out[1, i, j] = cf[1] + tu * (2.0 * cf[2] + 3.0 * tu * cf[3])
+                if second:
+                    out[3, i, j] = 2.0 * cf[2] + 6.0 * tu * cf[3]
+                continue
+            # q_a(v) = sum_b cf[4a + b] tv^b by Horner, then the powers of tu.
+            f = 0.0
+            fu = 0.0
+            fv = 0.0
+            fuu = 0.0
+            fuv = 0.0
+            fvv = 0.0
+            pa = 1.0
+            for a in range(4):
+                q = cf[4 * a] + tv * (cf[4 * a + 1] + tv * (cf[4 * a + 2] + tv * cf[4 * a + 3]))
+                dq = cf[4 * a + 1] + tv * (2.0 * cf[4 * a + 2] + 3.0 * tv * cf[4 * a + 3])
+                d2q = 2.0 * cf[4 * a + 2] + 6.0 * tv * cf[4 * a + 3]
+                f += pa * q
+                fv += pa * dq
+                fvv += pa * d2q
+                if a >= 1:
+                    dpa = a * tu ** (a - 1)
+                    fu += dpa * q
+                    fuv += dpa * dq
+                    if a >= 2:
+                        fuu += a * (a - 1) * tu ** (a - 2) * q
+                pa *= tu
+            # Chain rule through the linear map (x, y) -> (u, v).
+            out[0, i, j] = f
+            out[1, i, j] = a00 * fu + a10 * fv
+            out[2, i, j] = a01 * fu + a11 * fv
+            if second:
+                out[3, i, j] = a00 * a00 * fuu + 2.0 * a00 * a10 * fuv + a10 * a10 * fvv
+                out[4, i, j] = a00 * a01 * fuu + (a00 * a11 + a01 * a10) * fuv + a10 * a11 * fvv
+                out[5, i, j] = a01 * a01 * fuu + 2.0 * a01 * a11 * fuv + a11 * a11 * fvv
+
+
+@nb.njit(cache=True)
 def render_one(kind, params, table, x, y, x0, y0, out, work, second):
     """Render one star at (x, y) into an ROI whose first pixel is (column x0, row y0).
 
@@ -174,6 +395,12 @@ def render_one(kind, params, table, x, y, x0, y0, out, work, second):
     """
     if kind == GAUSSIAN:
         _gaussian_one(params, x, y, x0, y0, out, work, second)
+    elif kind == GRID:
+        _grid_one(params, table, x, y, x0, y0, out, second)
+    elif kind == GAUSSIAN_MIXTURE:
+        _mixture_one(params, x, y, x0, y0, out, work, second)
+    elif kind == PIXEL_GRID:
+        _pixel_grid_one(params, table, x, y, x0, y0, out, second)
     else:
         out[:, :, :] = np.nan
 
@@ -233,11 +460,62 @@ class GaussianPSF(PSFModel):
         return f"GaussianPSF(sigma={self.sigma_x:g}, sigma_y={self.sigma_y:g})"
 
 
+class GaussianMixturePSF(PSFModel):
+    """Sum of circular pixel-integrated Gaussians with their own radii, weights and offsets.
+
+    A simple non-Gaussian PSF (a core with an offset halo, coma-like) for
+    simulations and for the exact bound of such a PSF: the star position
+    is the reference point, component ``c`` is centred at ``(x + dx_c, y + dy_c)``.
+
+    Parameters
+    ----------
+    components : sequence of (weight, sigma, dx, dy)
+        Flux fraction, Gaussian radius (px) and offset (px) of each
+        component. The weights must be positive; they are used as given
+        (they should sum to 1 for a unit-flux PSF).
+
+    Examples
+    --------
+    >>> psf = GaussianMixturePSF([(0.8, 0.3, 0.0, 0.0), (0.2, 0.6, 0.25, 0.10)])
+    >>> round(float(psf.image(10.0, 10.0, (21, 21)).sum()), 6)
+    1.0
+    """
+
+    kind = GAUSSIAN_MIXTURE
+
+    def __init__(self, components):
+        comp = np.asarray(components, dtype=float)
+        if comp.ndim != 2 or comp.shape[1] != 4 or len(comp) == 0:
+            raise ValueError("components must be a sequence of (weight, sigma, dx, dy) rows")
+        if not np.all(np.isfinite(comp)) or np.any(comp[:, 0] <= 0) or np.any(comp[:, 1] <= 0):
+            raise ValueError("components need finite values, positive weights and positive sigmas")
+        self.components = comp
+        self.support = float(np.max(4.0 * comp[:, 1] + np.hypot(comp[:, 2], comp[:, 3]))) + 0.5
+
+    @property
+    def params(self) -> np.ndarray:
+        return self.components.ravel().copy()
+
+    def default_roi(self) -> int:
+        reach = np.max(3.5 * self.components[:, 1] + np.abs(self.components[:, 2:]).max(axis=1))
+        return int(max(5, 2 * math.ceil(reach) + 1))
+
+    @property
+    def spec(self) -> str:
+        return "mixture:" + ";".join(",".join(f"{v:g}" for v in row) for row in self.components)
+
+    def __repr__(self):
+        return f"GaussianMixturePSF({self.components.tolist()})"
+
+
 def parse_psf(spec: str) -> PSFModel:
     """Build a PSF model from its text form.
 
     ``gaussian:SIGMA`` or ``gaussian:SX,SY`` (pixels); ``epsf:FILE`` (an ePSF
-    FITS file written by :meth:`startrack.EPSF.save`).
+    FITS file written by :meth:`startrack.EPSF.save`); ``pixel-epsf:FILE`` (a
+    turntable per-pixel ePSF written by :meth:`startrack.PixelEPSF.save`);
+    ``mixture:W,S,DX,DY;...`` (a :class:`GaussianMixturePSF`, one
+    ``weight,sigma,dx,dy`` group per component).
     """
     if not isinstance(spec, str) or ":" not in spec:
         raise ValueError(f"--psf must look like 'gaussian:SIGMA' or 'epsf:FILE', got {spec!r}")
@@ -255,4 +533,17 @@ def parse_psf(spec: str) -> PSFModel:
         from .epsf import EPSF
 
         return EPSF.load(arg)
-    raise ValueError(f"unknown PSF model {kind!r}; use 'gaussian:SIGMA' or 'epsf:FILE'")
+    if kind == "pixel-epsf":
+        from .pixel_epsf import PixelEPSF
+
+        return PixelEPSF.load(arg)
+    if kind == "mixture":
+        try:
+            rows = [[float(v) for v in part.split(",")] for part in arg.split(";")]
+        except ValueError:
+            raise ValueError(f"--psf mixture needs numbers 'W,S,DX,DY;...', got {arg!r}") from None
+        if any(len(r) != 4 for r in rows):
+            raise ValueError(f"--psf mixture takes groups of four numbers W,S,DX,DY, got {arg!r}")
+        return GaussianMixturePSF(rows)
+    raise ValueError(f"unknown PSF model {kind!r}; use 'gaussian:SIGMA', 'epsf:FILE', 'pixel-epsf:FILE' "
+                     "or 'mixture:W,S,DX,DY;...'")

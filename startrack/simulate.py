@@ -17,7 +17,7 @@ from astropy.table import Table
 from .psf import PSFModel
 from .sensor import Sensor
 
-__all__ = ["render", "expose", "simulate_frame", "spot_grid", "star_field"]
+__all__ = ["render", "expose", "simulate_frame", "spot_grid", "star_field", "dithered_frames"]
 
 
 @nb.njit(cache=True)
@@ -129,6 +129,23 @@ def spot_grid(model: PSFModel, dx, dy, flux, sensor: Sensor, *, background=0.0, 
     return img, truth
 
 
+def _place(rng, n_stars, nx, ny, margin, min_separation):
+    """Up to ``n_stars`` random (x, y) at least ``min_separation`` px apart and ``margin`` px inside the frame."""
+    pts = np.empty((0, 2))
+    for _ in range(50):
+        need = n_stars - len(pts)
+        if need <= 0:
+            break
+        cand = np.column_stack([rng.uniform(margin, nx - 1 - margin, 2 * need),
+                                rng.uniform(margin, ny - 1 - margin, 2 * need)])
+        for p in cand:
+            if len(pts) >= n_stars:
+                break
+            if len(pts) == 0 or np.min(np.hypot(*(pts - p).T)) >= min_separation:
+                pts = np.vstack([pts, p])
+    return pts
+
+
 def star_field(shape, n_stars, model: PSFModel, sensor: Sensor, *, flux=(500.0, 20000.0), background=0.0,
                margin=8, min_separation=None, seed=None, quantize=True):
     """A frame of randomly placed stars with a power-law flux distribution.
@@ -155,18 +172,7 @@ def star_field(shape, n_stars, model: PSFModel, sensor: Sensor, *, flux=(500.0, 
     ny, nx = (int(s) for s in shape)
     if min_separation is None:
         min_separation = 3.0 * model.default_roi()
-    pts = np.empty((0, 2))
-    for _ in range(50):
-        need = n_stars - len(pts)
-        if need <= 0:
-            break
-        cand = np.column_stack([rng.uniform(margin, nx - 1 - margin, 2 * need),
-                                rng.uniform(margin, ny - 1 - margin, 2 * need)])
-        for p in cand:
-            if len(pts) >= n_stars:
-                break
-            if len(pts) == 0 or np.min(np.hypot(*(pts - p).T)) >= min_separation:
-                pts = np.vstack([pts, p])
+    pts = _place(rng, n_stars, nx, ny, margin, min_separation)
     lo, hi = flux
     f = lo * (hi / lo) ** rng.uniform(0, 1, len(pts))
     order = np.argsort(-f)
@@ -175,3 +181,47 @@ def star_field(shape, n_stars, model: PSFModel, sensor: Sensor, *, flux=(500.0, 
     truth = Table({"id": np.arange(1, len(pts) + 1), "x": pts[:, 0] * u.pix, "y": pts[:, 1] * u.pix,
                    "flux": f * u.electron})
     return img, truth
+
+
+def dithered_frames(shape, n_stars, n_frames, model: PSFModel, sensor: Sensor, *, flux=5000.0, dither=3.0,
+                    independent=False, background=0.0, margin=8, min_separation=None, seed=None, quantize=True):
+    """A sequence of frames of the same star field, each shifted by a random (sub-pixel) dither.
+
+    The situation of a star sensor staring at the sky (or of dithered
+    exposures): every star appears in every frame at a new, unknown
+    intra-pixel position. With ``independent`` every frame has a new field.
+
+    Parameters
+    ----------
+    shape : (ny, nx)
+    n_stars, n_frames : int
+    flux : float or (n_stars,) array
+        Photo-electrons per star (the same in every frame).
+    dither : float
+        Each frame's shift is uniform in ``[-dither, dither]`` px per axis.
+    margin, min_separation : float
+        As in :func:`star_field` (the margin also holds the dither).
+
+    Returns
+    -------
+    frames : list of 2-D arrays (DN)
+    truth : ndarray (n_frames, n_stars, 2)
+        True (x, y) of every star in every frame; row k is the same star in
+        every frame unless ``independent``.
+    """
+    rng = np.random.default_rng(seed)
+    ny, nx = (int(s) for s in shape)
+    if min_separation is None:
+        min_separation = 3.0 * model.default_roi()
+    sky = _place(rng, n_stars, nx, ny, margin + dither, min_separation)
+    frames, truth = [], []
+    for _ in range(int(n_frames)):
+        xy = (_place(rng, n_stars, nx, ny, margin, min_separation) if independent
+              else sky + rng.uniform(-dither, dither, 2))
+        if len(xy) < n_stars:
+            raise ValueError(f"could not place {n_stars} stars {min_separation} px apart in a {nx} x {ny} frame; "
+                             "enlarge the frame or lower min_separation")
+        frames.append(simulate_frame((ny, nx), xy[:, 0], xy[:, 1], np.broadcast_to(flux, (len(xy),)), model, sensor,
+                                     background=background, seed=rng, quantize=quantize))
+        truth.append(xy)
+    return frames, np.array(truth)

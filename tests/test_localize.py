@@ -23,7 +23,7 @@ def test_recovers_a_star(sensor):
     assert abs(r["x"] - 20.3) < 5 * r["x_err"] and abs(r["y"] - 19.7) < 5 * r["y_err"]
     assert r["flux"] == pytest.approx(5000, rel=0.1)
     assert r["background"] == pytest.approx(10, abs=10)
-    assert 2 <= r["iterations"] <= 10
+    assert 1 <= r["iterations"] <= 10
     assert set(["x", "y", "flux", "background", "x_err", "y_err", "loglike", "iterations", "converged",
                 "flags"]) <= set(t.colnames)
 

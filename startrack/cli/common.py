@@ -76,3 +76,16 @@ def run_frames(paths, work, *, command, quiet=False):
     if not tables:
         raise ValueError("no frame could be read")
     return stack_tables(tables), len(tables), skipped
+
+
+def pyplot(hint):
+    """matplotlib.pyplot on the Agg backend, or None after printing ``hint`` when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print(f"  ({hint})", file=sys.stderr)
+        return None
+    return plt

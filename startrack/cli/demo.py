@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from importlib import resources
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from scipy.spatial import cKDTree
 from ..io import read_frame, read_table, write_table
 from ..psf import parse_psf
 from ..sensor import Sensor
+from .common import pyplot
 from .localize import localize_frame
 
 HELP = """Run detection, centre of gravity and Poisson MLE on the built-in sample frame
@@ -63,13 +63,8 @@ def run(args):
     print(f"  Poisson MLE         RMS error {mle:.4f} px per axis")
     print(f"  Cramér–Rao bound    RMS       {bound:.4f} px per axis")
     print(f"  table: {out / 'stars.ecsv'}")
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("  (install the 'plot' extra for a picture)", file=sys.stderr)
+    plt = pyplot("install the 'plot' extra for a picture")
+    if plt is None:
         return 0
     fig, ax = plt.subplots(1, 2, figsize=(11, 5))
     lo, hi = np.percentile(image, [1, 99.8])

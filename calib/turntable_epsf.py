@@ -1,0 +1,11 @@
+"""Lab calibration script: ``startrack calib turntable-epsf`` (run with --help for the options and an example).
+
+The mathematics lives in :mod:`startrack.calibration`; this file only hands its arguments over.
+"""
+
+import sys
+
+from startrack.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["calib", "turntable-epsf", *sys.argv[1:]]))
