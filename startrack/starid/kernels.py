@@ -455,19 +455,41 @@ def _fit_focal(rot, f, mx, my, cat, w):
 
 
 @nb.njit(cache=True)
+def _gather(local, pidx, obs, cat_vec, weight, dx, dy, keep, o, c, w, mx, my):
+    """Copy the matched (and kept) stars' directions, catalog vectors, weights and offsets; returns their count."""
+    m = 0
+    for i in range(local.shape[0]):
+        if local[i] >= 0 and keep[i]:
+            j = pidx[local[i]]
+            for a in range(3):
+                o[m, a] = obs[i, a]
+                c[m, a] = cat_vec[j, a]
+            w[m] = weight[i]
+            mx[m] = dx[i]
+            my[m] = dy[i]
+            m += 1
+    return m
+
+
+@nb.njit(cache=True)
 def refine(rot, f, dx, dy, weight, n_img, cat_vec, band_first, cell_start, items, limit, bounds, radius,
            min_radius, fit_focal, iterations, max_pred, match, resid, scratch):
     """Match every image star to the predicted catalog, then re-solve: weighted Wahba (and focal length).
 
     Each pass predicts the catalog stars on the image, matches each image
-    star to the nearest within the radius (which shrinks to 5 robust sigmas,
-    1.4826 x the median distance, of the previous pass, not below
-    ``min_radius`` px), solves
-    Wahba with ``weight`` (1/rad^2) and, if ``fit_focal``, fits the focal
-    length together with the attitude (:func:`_fit_focal`). ``rot`` is updated in place; ``match`` receives
-    each image star's catalog index (-1 unmatched), ``resid`` its residual
-    angle (rad) after the last solution. ``scratch``: one int per catalog
-    star of workspace. Returns ``(f, covariance, n_matched, rms_rad, n_predicted)``.
+    star to the nearest within the radius, solves Wahba with ``weight``
+    (1/rad^2) and, if ``fit_focal``, fits the focal length together with the
+    attitude (:func:`_fit_focal`). Stars whose residual exceeds 5 sigma (their
+    CRLB, scaled up by the robust spread of all residuals when the model fits
+    worse than the bound) are dropped for good: a blend or a false spot next
+    to a catalog star must not pull the attitude. The radius shrinks to 5
+    robust sigmas (1.4826 x the median distance), not below ``min_radius`` px.
+    The covariance is scaled by the reduced chi-square when above 1.
+
+    ``rot`` is updated in place; ``match`` receives each image star's catalog
+    index (-1 unmatched), ``resid`` its residual angle (rad). ``scratch``: one
+    int per catalog star of workspace. Returns ``(f, covariance, n_matched,
+    rms_rad, n_predicted)``.
     """
     px = np.empty(max_pred)
     py = np.empty(max_pred)
@@ -478,9 +500,12 @@ def refine(rot, f, dx, dy, weight, n_img, cat_vec, band_first, cell_start, items
     o = np.empty((n_img, 3))
     c = np.empty((n_img, 3))
     w = np.empty(n_img)
-    w_med = np.empty(n_img)
+    tmp = np.empty(n_img)
     mx = np.empty(n_img)
     my = np.empty(n_img)
+    keep = np.ones(n_img, np.bool_)
+    rho = np.zeros(n_img)
+    p = np.empty(3)
     cov = np.full((3, 3), np.nan)
     nm = 0
     npred = 0
@@ -488,54 +513,64 @@ def refine(rot, f, dx, dy, weight, n_img, cat_vec, band_first, cell_start, items
     for it in range(iterations):
         npred = predict(rot, f, cat_vec, band_first, cell_start, items, limit, bounds[0], bounds[1], bounds[2],
                         bounds[3], 0.0, max_pred, px, py, pidx, scratch)
-        nm = match_nearest(dx, dy, n_img, px, py, npred, r, local, dist)
+        match_nearest(dx, dy, n_img, px, py, npred, r, local, dist)
+        to_vectors(dx, dy, n_img, f, obs)
+        nm = _gather(local, pidx, obs, cat_vec, weight, dx, dy, keep, o, c, w, mx, my)
         if nm < 2:
             nm = 0
             break
-        to_vectors(dx, dy, n_img, f, obs)
-        m = 0
-        for i in range(n_img):
-            if local[i] >= 0:
-                j = pidx[local[i]]
-                for a in range(3):
-                    o[m, a] = obs[i, a]
-                    c[m, a] = cat_vec[j, a]
-                w[m] = weight[i]
-                mx[m] = dx[i]
-                my[m] = dy[i]
-                m += 1
         cov = wahba(o[:nm], c[:nm], w[:nm], rot)
         if fit_focal and nm >= 3:
             f = _fit_focal(rot, f, mx[:nm], my[:nm], c[:nm], w[:nm])
-        # next radius from the median residual: robust to a false spot that landed near a catalog star
+            to_vectors(dx, dy, n_img, f, obs)
+        # normalised residuals after this pass; outliers beyond 5 (robust) sigma leave for good
         m = 0
         for i in range(n_img):
-            if local[i] >= 0:
-                w_med[m] = dist[i]
+            rho[i] = 0.0
+            if local[i] >= 0 and keep[i]:
+                j = pidx[local[i]]
+                for a in range(3):
+                    p[a] = rot[a, 0] * cat_vec[j, 0] + rot[a, 1] * cat_vec[j, 1] + rot[a, 2] * cat_vec[j, 2]
+                rho[i] = _angle(obs[i], p) * math.sqrt(weight[i])
+                tmp[m] = rho[i]
                 m += 1
-        r = max(min_radius, min(r, 5.0 * 1.4826 * np.median(w_med[:nm])))
+        scale = max(1.0, np.median(tmp[:m]) / 1.1774)  # median of a Rayleigh(1) variable
+        m = 0
+        for i in range(n_img):
+            if local[i] >= 0 and keep[i]:
+                if rho[i] > 5.0 * scale:
+                    keep[i] = False
+                else:
+                    tmp[m] = dist[i]
+                    m += 1
+        if m >= 2:
+            r = max(min_radius, min(r, 5.0 * 1.4826 * np.median(tmp[:m])))
     # the final solution at the final focal length, and its residuals
     ss = 0.0
-    p = np.empty(3)
+    chi2 = 0.0
     if nm >= 2:
         to_vectors(dx, dy, n_img, f, obs)
-        m = 0
-        for i in range(n_img):
-            if local[i] >= 0:
-                for a in range(3):
-                    o[m, a] = obs[i, a]
-                m += 1
-        cov = wahba(o[:nm], c[:nm], w[:nm], rot)
+        nm = _gather(local, pidx, obs, cat_vec, weight, dx, dy, keep, o, c, w, mx, my)
+        if nm >= 2:
+            cov = wahba(o[:nm], c[:nm], w[:nm], rot)
     for i in range(n_img):
         resid[i] = np.nan
         match[i] = -1
-        if nm >= 2 and local[i] >= 0:
+        if nm >= 2 and local[i] >= 0 and keep[i]:
             j = pidx[local[i]]
             match[i] = j
             for a in range(3):
                 p[a] = rot[a, 0] * cat_vec[j, 0] + rot[a, 1] * cat_vec[j, 1] + rot[a, 2] * cat_vec[j, 2]
             resid[i] = _angle(obs[i], p)
             ss += resid[i] * resid[i]
+            chi2 += resid[i] * resid[i] * weight[i]
+    dof = 2 * nm - 3 - (1 if fit_focal else 0)
+    if dof > 0 and chi2 > dof:
+        for a in range(3):
+            for b in range(3):
+                cov[a, b] *= chi2 / dof
+    if nm < 2:
+        nm = 0
     return f, cov, nm, math.sqrt(ss / nm) if nm else np.nan, npred
 
 

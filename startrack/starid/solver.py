@@ -173,8 +173,8 @@ class StarIdentifier:
         self._limit = min(len(catalog), 65535)
         cell = min(max(math.radians(_short_side(w, h, self.f_max)) / 6, math.radians(0.5)), math.radians(5.0))
         self._grid = K.build_sky_grid(catalog.propagate(DEFAULT_EPOCH), cell)
-        self._vectors = {}
-        self._last_time = self._last_vectors = None
+        self._buffer = np.empty((len(catalog), 3))
+        self._key = self._last_time = ()
         self._scratch = np.empty(len(catalog), np.int64)  # kernel workspace: one identifier per thread
         self._eye = np.eye(3)
 
@@ -195,19 +195,17 @@ class StarIdentifier:
     def catalog_vectors(self, time=None) -> np.ndarray:
         """Catalog directions used for a frame at ``time`` (apparent places; catalog epoch 2025.0 without one)."""
         if time is not None and time is self._last_time:
-            return self._last_vectors
+            return self._buffer
         key = None
         if time is not None:
             t = parse_time(time)
             key = round(float(t.jd1) * 1440 + float(t.jd2) * 1440)  # one computation per minute
-        vec = self._vectors.get(key)
-        if vec is None:
-            vec = self.catalog.propagate(DEFAULT_EPOCH) if key is None else self.catalog.apparent(t)
-            if len(self._vectors) > 8:
-                self._vectors.clear()
-            self._vectors[key] = vec = np.ascontiguousarray(vec)
-        self._last_time, self._last_vectors = time, vec
-        return vec
+        if key != self._key:
+            # overwrite one buffer: the kernels then keep finding the catalog in memory they have touched
+            self._buffer[:] = self.catalog.propagate(DEFAULT_EPOCH) if key is None else self.catalog.apparent(t)
+            self._key = key
+        self._last_time = time
+        return self._buffer
 
     # -- identification ------------------------------------------------------------------------------------
     def identify(self, x, y, *, sigma=None, flux=None, time=None, prior: Attitude | None = None, rate=None,
