@@ -13,13 +13,13 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from time import perf_counter
 
 import numpy as np
 from astropy.table import Table
 
-from .attitude import ARCSEC
+from .camera import Camera
+from .catalog import parse_time, vector_to_radec
 from .detect import as_image, background_map, detect
 from .localize import FLAGS, localize
 from .psf import PSFModel
@@ -101,11 +101,13 @@ def measure_stars(image, model: PSFModel, sensor: Sensor, *, threshold=5.0, roi=
 
 @dataclass
 class FrameResult:
-    """One frame's outcome: its row of the results table and its star table (None if unreadable)."""
+    """One frame's outcome: its row of the results table, its star table and solution (None if
+    unreadable), and the camera with the focal length the solution found."""
 
     row: dict
     stars: Table | None
     solution: Solution | None
+    camera: Camera | None = None
 
 
 def solve_frame(image, identifier: StarIdentifier, model: PSFModel, sensor: Sensor | None = None, *, time=None,
@@ -147,19 +149,12 @@ def solve_frame(image, identifier: StarIdentifier, model: PSFModel, sensor: Sens
     row["time_ms"] = 1000.0 * (perf_counter() - t0)
     stars["hip"] = sol.hip
     stars["residual_arcsec"] = sol.residual_arcsec
+    stars["residual_arcsec"].unit = "arcsec"
     if sol.solved:
-        ra, dec = _star_radec(sol, identifier, stars)
-        stars["ra_deg"], stars["dec_deg"] = ra, dec
-    return FrameResult(row, stars, sol)
-
-
-def _star_radec(sol, identifier, stars):
-    from .catalog import vector_to_radec
-
-    cam = identifier.camera.with_focal_length(sol.focal_length_px)
-    v = sol.attitude.to_icrs(cam.pixel_to_vector(stars["x"], stars["y"]))
-    ra, dec = vector_to_radec(v)
-    return np.degrees(ra), np.degrees(dec)
+        cam = cam.with_focal_length(sol.focal_length_px)
+        ra, dec = vector_to_radec(sol.attitude.to_icrs(cam.pixel_to_vector(stars["x"], stars["y"])))
+        stars["ra_deg"], stars["dec_deg"] = np.degrees(ra), np.degrees(dec)
+    return FrameResult(row, stars, sol, cam)
 
 
 def _row(sol: Solution, n_detected: int) -> dict:
@@ -210,7 +205,6 @@ def solve_frames(paths, identifier_for, model: PSFModel, sensor: Sensor | None =
     stars : list of Table
         The star table of each readable frame (with a ``file`` column).
     """
-    from .catalog import parse_time
     from .io import read_frame
 
     rows, star_tables = [], []
@@ -254,7 +248,3 @@ def _describe(table):
     table["p_false"].description = "probability that the identification is false (corrected for the candidates tried)"
     table["sigma_cross_arcsec"].description = "1-sigma attitude error across the boresight (QUEST covariance, CRLB weights)"
     table["time_ms"].description = "wall time from pixels to attitude (detection, MLE, identification)"
-
-
-def star_ecsv_path(path) -> Path:
-    return Path(path)

@@ -15,7 +15,7 @@ import sys
 
 from .. import __version__
 
-COMMANDS = ["demo", "localize", "crlb"]
+COMMANDS = ["demo", "localize", "solve", "crlb"]
 
 
 def build_parser() -> argparse.ArgumentParser:
