@@ -324,21 +324,26 @@ def _propagate(matrix, rate, dt):
 
 
 def _sigmas(sigma, n):
+    """Per-axis sigmas (two arrays of n) from None, a number, n values, a (2, n) array or a pair."""
     if sigma is None:
         s = np.full(n, 0.1)
         return s, s
     if isinstance(sigma, tuple) and len(sigma) == 2:
-        sx, sy = (np.broadcast_to(np.asarray(v, float).ravel() if np.ndim(v) else float(v), (n,)) for v in sigma)
-        return np.asarray(sx, float), np.asarray(sy, float)
+        return _per_star(sigma[0], n), _per_star(sigma[1], n)
     arr = np.asarray(sigma, dtype=float)
-    if arr.ndim == 2 and arr.shape == (2, n):
+    if arr.shape == (2, n):
         return arr[0], arr[1]
-    try:
-        s = np.broadcast_to(arr, (n,))
-    except ValueError:
-        raise ValueError(f"sigma must be a number, one value per star ({n}) or a (2, {n}) array; "
-                         f"got shape {arr.shape}") from None
+    s = _per_star(arr, n)
     return s, s
+
+
+def _per_star(value, n):
+    arr = np.asarray(value, dtype=float).ravel()
+    if arr.size == n:
+        return arr
+    if arr.size == 1:
+        return np.full(n, arr[0])
+    raise ValueError(f"sigma must be a number, one value per star ({n}) or a (2, {n}) array; got {arr.size} values")
 
 
 def _fov_range(fov_range):
