@@ -378,15 +378,21 @@ def log_binom_sf(k, n, p):
 
 
 @nb.njit(cache=True)
+def _direction(dx, dy, f, out, i):
+    """Write the unit vector of pixel offset (dx, dy) at focal length ``f`` into ``out[i]``."""
+    u = dx / f
+    v = dy / f
+    s = 1.0 / math.sqrt(u * u + v * v + 1.0)
+    out[i, 0] = u * s
+    out[i, 1] = v * s
+    out[i, 2] = s
+
+
+@nb.njit(cache=True)
 def to_vectors(dx, dy, n, f, out):
     """Directions (n, 3) of pixel offsets at focal length ``f``."""
     for i in range(n):
-        u = dx[i] / f
-        v = dy[i] / f
-        s = 1.0 / math.sqrt(u * u + v * v + 1.0)
-        out[i, 0] = u * s
-        out[i, 1] = v * s
-        out[i, 2] = s
+        _direction(dx[i], dy[i], f, out, i)
 
 
 @nb.njit(cache=True)
@@ -472,19 +478,35 @@ def _gather(local, pidx, obs, cat_vec, weight, dx, dy, keep, o, c, w, mx, my):
 
 
 @nb.njit(cache=True)
+def _residuals(rot, obs, local, pidx, cat_vec, keep, out):
+    """Angle (rad) between each kept matched star and its catalog star rotated into the camera (0 otherwise)."""
+    p = np.empty(3)
+    for i in range(local.shape[0]):
+        out[i] = 0.0
+        if local[i] >= 0 and keep[i]:
+            j = pidx[local[i]]
+            for a in range(3):
+                p[a] = rot[a, 0] * cat_vec[j, 0] + rot[a, 1] * cat_vec[j, 1] + rot[a, 2] * cat_vec[j, 2]
+            out[i] = _angle(obs[i], p)
+
+
+@nb.njit(cache=True)
 def refine(rot, f, dx, dy, weight, n_img, cat_vec, band_first, cell_start, items, limit, bounds, radius,
            min_radius, fit_focal, iterations, max_pred, match, resid, scratch):
     """Match every image star to the predicted catalog, then re-solve: weighted Wahba (and focal length).
 
-    Each pass predicts the catalog stars on the image, matches each image
-    star to the nearest within the radius, solves Wahba with ``weight``
-    (1/rad^2) and, if ``fit_focal``, fits the focal length together with the
-    attitude (:func:`_fit_focal`). Stars whose residual exceeds 5 sigma (their
-    CRLB, scaled up by the robust spread of all residuals when the model fits
-    worse than the bound) are dropped for good: a blend or a false spot next
-    to a catalog star must not pull the attitude. The radius shrinks to 5
-    robust sigmas (1.4826 x the median distance), not below ``min_radius`` px.
-    The covariance is scaled by the reduced chi-square when above 1.
+    Matching passes: predict the catalog stars on the image, match each image
+    star to the nearest within the radius, solve Wahba (and, if
+    ``fit_focal``, the focal length with it, :func:`_fit_focal`) with the
+    weights capped at their median, so that no single bright star can hold
+    a not-yet-right solution in place. Once the number of matches stops
+    growing the radius shrinks to 5 robust sigmas (1.4826 x the median
+    distance), not below ``min_radius`` px. The final solution uses the full
+    weights ``weight`` (1/rad^2); stars beyond 5 sigma (their CRLB, scaled up
+    by the robust spread of all residuals when the model fits worse than the
+    bound) are dropped and the solution repeated: a blend or a false spot next
+    to a catalog star must not pull the attitude. The covariance is scaled by
+    the reduced chi-square when above 1.
 
     ``rot`` is updated in place; ``match`` receives each image star's catalog
     index (-1 unmatched), ``resid`` its residual angle (rad). ``scratch``: one
@@ -504,10 +526,9 @@ def refine(rot, f, dx, dy, weight, n_img, cat_vec, band_first, cell_start, items
     mx = np.empty(n_img)
     my = np.empty(n_img)
     keep = np.ones(n_img, np.bool_)
-    rho = np.zeros(n_img)
-    p = np.empty(3)
     cov = np.full((3, 3), np.nan)
     nm = 0
+    nm_prev = -1
     npred = 0
     r = radius
     for it in range(iterations):
@@ -519,58 +540,64 @@ def refine(rot, f, dx, dy, weight, n_img, cat_vec, band_first, cell_start, items
         if nm < 2:
             nm = 0
             break
-        cov = wahba(o[:nm], c[:nm], w[:nm], rot)
+        cap = np.median(w[:nm])
+        for i in range(nm):
+            w[i] = min(w[i], cap)
+        wahba(o[:nm], c[:nm], w[:nm], rot)
         if fit_focal and nm >= 3:
             f = _fit_focal(rot, f, mx[:nm], my[:nm], c[:nm], w[:nm])
             to_vectors(dx, dy, n_img, f, obs)
-        # normalised residuals after this pass; outliers beyond 5 (robust) sigma leave for good
-        m = 0
-        for i in range(n_img):
-            rho[i] = 0.0
-            if local[i] >= 0 and keep[i]:
-                j = pidx[local[i]]
-                for a in range(3):
-                    p[a] = rot[a, 0] * cat_vec[j, 0] + rot[a, 1] * cat_vec[j, 1] + rot[a, 2] * cat_vec[j, 2]
-                rho[i] = _angle(obs[i], p) * math.sqrt(weight[i])
-                tmp[m] = rho[i]
-                m += 1
-        scale = max(1.0, np.median(tmp[:m]) / 1.1774)  # median of a Rayleigh(1) variable
-        m = 0
-        for i in range(n_img):
-            if local[i] >= 0 and keep[i]:
-                if rho[i] > 5.0 * scale:
-                    keep[i] = False
-                else:
-                    tmp[m] = dist[i]
+        if nm <= nm_prev:
+            _residuals(rot, obs, local, pidx, cat_vec, keep, tmp)
+            m = 0
+            for i in range(n_img):
+                if local[i] >= 0 and keep[i]:
+                    tmp[m] = tmp[i] * f
                     m += 1
-        if m >= 2:
             r = max(min_radius, min(r, 5.0 * 1.4826 * np.median(tmp[:m])))
-    # the final solution at the final focal length, and its residuals
+        nm_prev = nm
+    if nm >= 2:
+        # final: full weights, 5-sigma rejection, once more
+        for rep in range(2):
+            nm = _gather(local, pidx, obs, cat_vec, weight, dx, dy, keep, o, c, w, mx, my)
+            if nm < 2:
+                break
+            if fit_focal and nm >= 3:
+                f = _fit_focal(rot, f, mx[:nm], my[:nm], c[:nm], w[:nm])
+                to_vectors(dx, dy, n_img, f, obs)
+                nm = _gather(local, pidx, obs, cat_vec, weight, dx, dy, keep, o, c, w, mx, my)
+            cov = wahba(o[:nm], c[:nm], w[:nm], rot)
+            if rep == 1:
+                break
+            _residuals(rot, obs, local, pidx, cat_vec, keep, resid)
+            m = 0
+            for i in range(n_img):
+                if local[i] >= 0 and keep[i]:
+                    tmp[m] = resid[i] * math.sqrt(weight[i])
+                    m += 1
+            scale = max(1.0, np.median(tmp[:m]) / 1.1774)  # median of a Rayleigh(1) variable
+            for i in range(n_img):
+                if local[i] >= 0 and keep[i] and resid[i] * math.sqrt(weight[i]) > 5.0 * scale:
+                    keep[i] = False
     ss = 0.0
     chi2 = 0.0
     if nm >= 2:
-        to_vectors(dx, dy, n_img, f, obs)
-        nm = _gather(local, pidx, obs, cat_vec, weight, dx, dy, keep, o, c, w, mx, my)
-        if nm >= 2:
-            cov = wahba(o[:nm], c[:nm], w[:nm], rot)
+        _residuals(rot, obs, local, pidx, cat_vec, keep, resid)
     for i in range(n_img):
-        resid[i] = np.nan
         match[i] = -1
         if nm >= 2 and local[i] >= 0 and keep[i]:
-            j = pidx[local[i]]
-            match[i] = j
-            for a in range(3):
-                p[a] = rot[a, 0] * cat_vec[j, 0] + rot[a, 1] * cat_vec[j, 1] + rot[a, 2] * cat_vec[j, 2]
-            resid[i] = _angle(obs[i], p)
+            match[i] = pidx[local[i]]
             ss += resid[i] * resid[i]
             chi2 += resid[i] * resid[i] * weight[i]
+        else:
+            resid[i] = np.nan
+    if nm < 2:
+        nm = 0
     dof = 2 * nm - 3 - (1 if fit_focal else 0)
     if dof > 0 and chi2 > dof:
         for a in range(3):
             for b in range(3):
                 cov[a, b] *= chi2 / dof
-    if nm < 2:
-        nm = 0
     return f, cov, nm, math.sqrt(ss / nm) if nm else np.nan, npred
 
 
@@ -580,7 +607,7 @@ def refine(rot, f, dx, dy, weight, n_img, cat_vec, band_first, cell_start, items
 @nb.njit(cache=True)
 def lost_in_space(dx, dy, n_img, f_list, f_min, f_max, n_query, eps, bins, slot_start, pat_stars, pat_ratios,
                   pat_largest, max_pattern, cat_vec, band_first, cell_start, items, limit, bounds, match_radius,
-                  n_verify, max_pred, log_threshold, max_candidates, rot_out, scratch):
+                  n_verify, max_pred, log_threshold, max_candidates, skip, rot_out, scratch):
     """Search the pattern database for the brightest image stars and verify each candidate attitude.
 
     Image patterns are every 4 of the ``n_query`` brightest stars, taken
@@ -596,9 +623,10 @@ def lost_in_space(dx, dy, n_img, f_list, f_min, f_max, n_query, eps, bins, slot_
     probability times the number of candidates tried so far (a Bonferroni
     correction) is below ``exp(log_threshold)``.
 
-    Returns ``(status, f, log_p, n_candidates, n_patterns)``: status 1
-    accepted (attitude in ``rot_out``), 0 nothing accepted. ``scratch``: one
-    int per catalog star of workspace.
+    The first ``skip`` candidates that pass are passed over (the caller
+    rejected them after refinement). Returns ``(status, f, log_p,
+    n_candidates, n_patterns)``: status 1 accepted (attitude in ``rot_out``),
+    0 nothing accepted. ``scratch``: one int per catalog star of workspace.
     """
     nq = min(n_query, n_img)
     vec = np.empty((n_img, 3))
@@ -666,12 +694,7 @@ def lost_in_space(dx, dy, n_img, f_list, f_min, f_max, n_query, eps, bins, slot_
                                 # candidate: rebuild the 4 directions at the implied focal length
                                 for i in range(4):
                                     j = ids[order[i]]
-                                    u = dx[j] / fc
-                                    v = dy[j] / fc
-                                    sn = 1.0 / math.sqrt(u * u + v * v + 1.0)
-                                    qimg[i, 0] = u * sn
-                                    qimg[i, 1] = v * sn
-                                    qimg[i, 2] = sn
+                                    _direction(dx[j], dy[j], fc, qimg, i)
                                     st = pat_stars[p, i]
                                     for t in range(3):
                                         qcat[i, t] = cat_vec[st, t]
@@ -700,7 +723,9 @@ def lost_in_space(dx, dy, n_img, f_list, f_min, f_max, n_query, eps, bins, slot_
                                 k = match_nearest(vx, vy, m, px, py, npr, match_radius, mt, md)
                                 p1 = min(1.0, npr * math.pi * match_radius * match_radius / area)
                                 lp = log_binom_sf(k, m, p1)
-                                if lp + math.log(ncand) < log_threshold:
+                                if lp + math.log(ncand) < log_threshold and skip > 0:
+                                    skip -= 1  # accepted before and rejected after refinement
+                                elif lp + math.log(ncand) < log_threshold:
                                     for a2 in range(3):
                                         for b2 in range(3):
                                             rot_out[a2, b2] = rot[a2, b2]
@@ -772,12 +797,20 @@ def identify_frame(dx, dy, weight, f0, f_list, f_min, f_max, fit_focal, n_query,
             logp = log_binom_sf(nm, n, p1)
             if logp < log_threshold:
                 return 1, 1, f, logp, 0, 0, nm, rms, cov
-    status, f, logp, ncand, npat = lost_in_space(dx, dy, n, f_list, f_min, f_max, n_query, eps, bins, slot_start,
-                                                 pat_stars, pat_ratios, pat_largest, max_pattern, cat_vec,
-                                                 band_first, cell_start, items, limit, bounds, match_radius,
-                                                 n_verify, 2 * n_verify, log_threshold, max_candidates, rot, scratch)
-    if status != 1:
-        return 0, 2, f, 0.0, ncand, npat, 0, np.nan, np.full((3, 3), np.nan)
-    f, cov, nm, rms, npred = refine(rot, f, dx, dy, weight, n, cat_vec, band_first, cell_start, items, limit,
-                                    bounds, match_radius, 1.0, fit_focal, 3, max_pred, match, resid, scratch)
-    return 1, 2, f, logp, ncand, npat, nm, rms, cov
+    for skip in range(4):
+        status, f, logp, ncand, npat = lost_in_space(dx, dy, n, f_list, f_min, f_max, n_query, eps, bins,
+                                                     slot_start, pat_stars, pat_ratios, pat_largest, max_pattern,
+                                                     cat_vec, band_first, cell_start, items, limit, bounds,
+                                                     match_radius, n_verify, 2 * n_verify, log_threshold,
+                                                     max_candidates, skip, rot, scratch)
+        if status != 1:
+            break
+        f, cov, nm, rms, npred = refine(rot, f, dx, dy, weight, n, cat_vec, band_first, cell_start, items, limit,
+                                        bounds, match_radius, 1.0, fit_focal, 6, max_pred, match, resid, scratch)
+        # the refined solution must explain the stars better than chance at its own precision (a candidate
+        # with a wrong scale matches a few stars near its pattern and fails here)
+        r_eff = max(1.0, 3.0 * rms * f)
+        p1 = min(1.0, npred * math.pi * r_eff * r_eff / area)
+        if nm >= 3 and log_binom_sf(nm, n, p1) + math.log(ncand) < log_threshold:
+            return 1, 2, f, logp, ncand, npat, nm, rms, cov
+    return 0, 2, f, 0.0, ncand, npat, 0, np.nan, np.full((3, 3), np.nan)
