@@ -311,8 +311,9 @@ def main(argv=None):
               f"{platform.machine()}, python {platform.python_version()}", "frames": a.frames, "cameras": {}}
 
     t0 = time.perf_counter()
-    multi = build_database(load_catalog(8.0, merge_radius=2.5 * math.atan(1 / (1024 / 2 / math.tan(math.radians(2.5))))),
-                           field_ladder(5.0, 30.0))
+    # the catalog a blind 1024-px identifier uses: pairs within 2.5 px at the narrowest field merged
+    f_max = 1024 / 2 / math.tan(math.radians(2.5))
+    multi = build_database(load_catalog(8.0, merge_radius=2.5 * math.atan(1 / f_max)), field_ladder(5.0, 30.0))
     report["multiscale_5_30_build_s"] = time.perf_counter() - t0
     report["multiscale_5_30_patterns"] = len(multi)
     print(f"5-30 deg multi-scale database: {len(multi)} patterns built in {report['multiscale_5_30_build_s']:.1f} s "

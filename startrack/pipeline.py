@@ -243,8 +243,10 @@ def _describe(table):
     for c, unit in units.items():
         table[c].unit = unit
     table["status"].description = "solved, no-solution or error"
-    table["roll_deg"].description = "0 when north is image-up and east image-left; north's position angle from up towards left"
+    table["roll_deg"].description = ("0 when north is image-up and east image-left; "
+                                     "north's position angle from up towards left")
     table["qx"].description = "quaternion of the ICRS -> camera rotation, scalar last (scipy order)"
     table["p_false"].description = "probability that the identification is false (corrected for the candidates tried)"
-    table["sigma_cross_arcsec"].description = "1-sigma attitude error across the boresight (QUEST covariance, CRLB weights)"
+    table["sigma_cross_arcsec"].description = ("1-sigma attitude error across the boresight "
+                                               "(QUEST covariance, CRLB weights)")
     table["time_ms"].description = "wall time from pixels to attitude (detection, MLE, identification)"

@@ -34,7 +34,7 @@ from . import kernels as K
 __all__ = ["PatternDatabase", "build_database", "load_database", "cache_dir", "field_ladder"]
 
 #: Bumped whenever the stored layout or the pattern recipe changes (invalidates caches).
-FORMAT = 1
+FORMAT = 2
 #: Pattern keys pack star indices in 16 bits.
 _MAX_PATTERN_STARS = 65535
 
@@ -64,14 +64,14 @@ class PatternDatabase:
 
     Attributes
     ----------
-    stars : (n, 4) int32
+    stars : (n, 4) uint16
         Catalog indices of each pattern's stars, nearest to the pattern's
         centre first.
     ratios : (n, 5) float32
         Ascending edge ratios (smaller edges over the largest).
     largest : (n,) float32
         Largest edge (rad).
-    slot_start : (T + 1,) int64
+    slot_start : (T + 1,) int32
         Hash table: the patterns of slot ``s`` are rows ``slot_start[s]:slot_start[s+1]``.
     params : dict
         Build parameters (``fields_deg``, ``per_field``, ``spacing``, ``eps``,
@@ -177,16 +177,18 @@ def build_database(catalog: Catalog, fields_deg, *, per_field=8, spacing=0.35, e
         keys.append(K.field_patterns(centres, radius, vec, *grid, limit, per_field))
     keys = np.unique(np.concatenate(keys)) if keys else np.zeros(0, np.uint64)
     n = len(keys)
-    stars = np.empty((n, 4), np.int32)
+    stars = np.empty((n, 4), np.int64)
     ratios = np.empty((n, 5), np.float64)
     largest = np.empty(n, np.float64)
     K.describe_patterns(keys, vec, stars, ratios, largest)
     params = _params(catalog, fields, per_field, spacing, eps, epoch)
-    size = 1 << max(4, int(math.ceil(math.log2(max(2 * n, 16)))))
+    size = 1 << max(4, int(math.ceil(math.log2(max(n, 16)))))
     slots = K.pattern_slots(ratios, params["bins"], size - 1)
     order = np.argsort(slots, kind="stable")
-    slot_start = np.concatenate([[0], np.cumsum(np.bincount(slots, minlength=size))]).astype(np.int64)
-    db = PatternDatabase(np.ascontiguousarray(stars[order]), np.ascontiguousarray(ratios[order], np.float32),
+    slot_start = np.concatenate([[0], np.cumsum(np.bincount(slots, minlength=size))]).astype(np.int32)
+    # compact storage: star indices fit 16 bits, the table 32 bits (a 5-30 deg database is ~115 MB)
+    db = PatternDatabase(np.ascontiguousarray(stars[order], np.uint16),
+                         np.ascontiguousarray(ratios[order], np.float32),
                          np.ascontiguousarray(largest[order], np.float32), slot_start, params)
     db.build_seconds = time.perf_counter() - t0
     return db

@@ -60,7 +60,7 @@ def _cell_of(vectors, nbands, band_first):
 
 @nb.njit(cache=True)
 def cone_query(cx, cy, cz, radius, vectors, band_first, cell_start, items, limit, out):
-    """Indices (< ``limit``) of ``vectors`` within ``radius`` rad of (cx, cy, cz), written to ``out``; returns the count."""
+    """Indices (< ``limit``) of ``vectors`` within ``radius`` rad of (cx, cy, cz) into ``out``; returns the count."""
     nbands = band_first.shape[0] - 1
     h = math.pi / nbands
     dec = math.asin(min(1.0, max(-1.0, cz)))
