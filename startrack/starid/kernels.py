@@ -788,14 +788,20 @@ def identify_frame(dx, dy, weight, f0, f_list, f_min, f_max, fit_focal, n_query,
         for a in range(3):
             for c in range(3):
                 rot[a, c] = prior[a, c]
+        # the prior's focal length is kept while matching: fitting it to a partial match can lock in a
+        # wrong scale; it is refined once the attitude is confirmed
         f, cov, nm, rms, npred = refine(rot, f0, dx, dy, weight, n, cat_vec, band_first, cell_start, items, limit,
-                                        bounds, track_radius, 1.0, fit_focal, 3, max_pred, match, resid, scratch)
+                                        bounds, track_radius, 1.0, False, 3, max_pred, match, resid, scratch)
         if nm >= 3:
             # the prior is a single hypothesis: no multiple-test correction; the matches are counted as
             # if all had been found within the tracking radius (conservative)
             p1 = min(1.0, npred * math.pi * track_radius * track_radius / area)
             logp = log_binom_sf(nm, n, p1)
             if logp < log_threshold:
+                if fit_focal:
+                    f, cov, nm, rms, npred = refine(rot, f, dx, dy, weight, n, cat_vec, band_first, cell_start,
+                                                    items, limit, bounds, max(1.0, 5.0 * rms * f), 1.0, True, 2,
+                                                    max_pred, match, resid, scratch)
                 return 1, 1, f, logp, 0, 0, nm, rms, cov
     for skip in range(4):
         status, f, logp, ncand, npat = lost_in_space(dx, dy, n, f_list, f_min, f_max, n_query, eps, bins,
