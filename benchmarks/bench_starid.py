@@ -151,7 +151,9 @@ def _perturb(att, sigma_deg, rng):
 
 def where_time_goes(ident, fr, n=100):
     """Median time of each stage of an identification over the first ``n`` frames (ms)."""
-    stages = {"identify() total": [], "identify_frame kernel (LIS + refine)": [], "lost_in_space kernel": [],
+    stages = {"identify() total": [], "identify() again, same epoch (warm caches)": [],
+              "tracking again, same epoch (warm caches)": [],
+              "identify_frame kernel (LIS + refine)": [], "lost_in_space kernel": [],
               "refine kernel (all stars, up to 6 passes)": []}
     db = ident.database
     for k in range(min(n, len(fr["start"]) - 1)):
@@ -160,6 +162,10 @@ def where_time_goes(ident, fr, n=100):
         vec = ident.catalog_vectors(t)
         sol = ident.identify(x, y, sigma=(xe, ye), flux=fl, time=t)
         stages["identify() total"].append(sol.time_ms)
+        stages["identify() again, same epoch (warm caches)"].append(
+            ident.identify(x, y, sigma=(xe, ye), flux=fl, time=t).time_ms)
+        stages["tracking again, same epoch (warm caches)"].append(
+            ident.identify(x, y, sigma=(xe, ye), flux=fl, time=t, prior=sol).time_ms)
         o = np.argsort(-fl, kind="stable")
         cam = ident.camera
         dx = x[o] - cam.principal_point[0]
@@ -186,7 +192,7 @@ def where_time_goes(ident, fr, n=100):
         if status == 1:
             t1 = time.perf_counter_ns()
             K.refine(rot, cam.focal_length_px, dx, dy, w, m, vec, *ident._grid, ident._limit, ident.bounds,
-                     ident.match_radius, 1.0, ident.fit_focal, 6, max(4 * m, 200), match, res, ident._scratch)
+                     ident.match_radius, 1.0, ident.fit_focal, 6, max(2 * m, 200), match, res, ident._scratch)
             stages["refine kernel (all stars, up to 6 passes)"].append((time.perf_counter_ns() - t1) / 1e6)
     return {k: float(np.median(v)) for k, v in stages.items() if v}
 

@@ -554,7 +554,10 @@ def refine(rot, f, dx, dy, weight, n_img, cat_vec, band_first, cell_start, items
                 if local[i] >= 0 and keep[i]:
                     tmp[m] = tmp[i] * f
                     m += 1
-            r = max(min_radius, min(r, 5.0 * 1.4826 * np.median(tmp[:m])))
+            r_new = max(min_radius, min(r, 5.0 * 1.4826 * np.median(tmp[:m])))
+            if nm == nm_prev and r_new >= 0.9 * r:
+                break  # the matches and the radius have settled
+            r = r_new
         nm_prev = nm
     if nm >= 2:
         # final: full weights, 5-sigma rejection, once more
@@ -783,7 +786,7 @@ def identify_frame(dx, dy, weight, f0, f_list, f_min, f_max, fit_focal, n_query,
     """
     n = dx.shape[0]
     area = (bounds[1] - bounds[0]) * (bounds[3] - bounds[2])
-    max_pred = max(4 * n, 200)
+    max_pred = max(2 * n, 200)
     if use_prior:
         for a in range(3):
             for c in range(3):

@@ -290,7 +290,7 @@ class StarIdentifier:
             # the offsets were undistorted at the nominal focal length: redo them at the refined one
             u, v = cam.with_focal_length(f).normalized(xs, ys)
             f, cov, nm, rms, _ = K.refine(rot, f, u * f, v * f, weight, n, vec, *self._grid, self._limit,
-                                          self.bounds, 2.0, 1.0, True, 2, max(4 * n, 200), match, resid,
+                                          self.bounds, 2.0, 1.0, True, 2, max(2 * n, 200), match, resid,
                                           self._scratch)
         full = np.full(n_in, -1, np.int64)
         full[order] = match
