@@ -1,5 +1,9 @@
 """Regenerate the built-in sample data in ``startrack/data`` (deterministic).
 
+The sample frame is a real patch of sky in Cygnus (the Milky Way, rich in
+stars) seen by the sample camera at the frame's DATE-OBS: Hipparcos 2 stars
+to Hp 8 at their apparent places, through a Gaussian PSF and the sensor model.
+
     python scripts/make_sample_data.py
 """
 
@@ -9,8 +13,11 @@ import numpy as np
 from astropy.io import fits
 
 from startrack import GaussianPSF, Sensor
+from startrack.attitude import Attitude
+from startrack.camera import Camera
+from startrack.catalog import load_catalog
 from startrack.io import write_table
-from startrack.simulate import star_field
+from startrack.starid.sky import sky_frame
 
 DATA = Path(__file__).resolve().parents[1] / "startrack" / "data"
 
@@ -29,20 +36,31 @@ read_noise = 0.0
 saturation = 4095.0
 """
 
+DATE_OBS = "2026-11-25T22:00:00.000"
+POINTING = (300.0, 35.0, 20.0)  # boresight RA, Dec and roll (deg)
+
 
 def main():
-    sensor = Sensor(gain=0.14, offset=37.0, dark_var=54.4, saturation=4095.0)
+    (DATA / "sample_camera.toml").write_text(CAMERA)
+    camera = Camera.from_toml(DATA / "sample_camera.toml")
+    sensor = Sensor.from_toml(DATA / "sample_camera.toml")
     psf = GaussianPSF(0.35)
-    img, truth = star_field((512, 512), 60, psf, sensor, flux=(800.0, 60000.0), background=20.0, seed=20261125)
+    catalog = load_catalog(8.0)
+    attitude = Attitude.from_radec_roll(*POINTING)
+    img, truth = sky_frame(catalog, catalog.apparent(DATE_OBS), attitude, camera, psf, sensor, mag_limit=8.0,
+                           background=20.0, seed=20261125)
     hdr = fits.Header()
     hdr["EXPTIME"] = (0.1, "exposure time [s]")
-    hdr["DATE-OBS"] = ("2026-11-25T22:00:00.000", "UTC start of exposure")
-    hdr["COMMENT"] = "startrack sample frame: simulated, Gaussian PSF r = 0.35 px, sky 20 e-/px"
+    hdr["DATE-OBS"] = (DATE_OBS, "UTC start of exposure")
+    hdr["COMMENT"] = "startrack sample frame: simulated Hipparcos 2 stars to Hp 8 in Cygnus"
+    hdr["COMMENT"] = "Gaussian PSF r = 0.35 px, sky 20 e-/px, Hp 7 star = 1500 e-"
     fits.PrimaryHDU(img.astype(np.uint16), header=hdr).writeto(DATA / "sample_frame.fits", overwrite=True)
-    truth.meta["psf"] = psf.spec
-    truth.meta["background"] = 20.0
+    truth = truth[np.argsort(-np.asarray(truth["flux"]), kind="stable")]
+    truth.meta = {"psf": psf.spec, "background": 20.0, "date_obs": DATE_OBS,
+                  "ra_deg": POINTING[0], "dec_deg": POINTING[1], "roll_deg": POINTING[2],
+                  "quaternion": [float(v) for v in attitude.quaternion],
+                  "note": "x, y in px (pixel centres at integers), flux in e-, hp the Hipparcos magnitude"}
     write_table(truth, DATA / "sample_truth.ecsv")
-    (DATA / "sample_camera.toml").write_text(CAMERA)
 
 
 if __name__ == "__main__":

@@ -265,21 +265,19 @@ class Camera:
         """
         u, v = self.normalized(np.ravel(x), np.ravel(y))
         n = u.size
-        f = self.focal_length_px
+        norm = np.sqrt(u * u + v * v + 1.0)
+        vec = np.stack([u, v, np.ones(n)], axis=1) / norm[:, None]
+        # (I - v v^T) / |w| restricted to its first two columns: d(unit vector) / d(u, v)
+        jac = -vec[:, :, None] * vec[:, None, :2]
+        jac[:, 0, 0] += 1.0
+        jac[:, 1, 1] += 1.0
+        jac /= norm[:, None, None]
         if self.distortion is None:
-            dw = np.zeros((n, 2, 2))
-            dw[:, 0, 0] = dw[:, 1, 1] = 1.0 / f
-        else:
-            pts = np.column_stack([u, v, np.ones(n)])
-            _, jac = cv2.projectPoints(pts, np.zeros(3), np.zeros(3), self.matrix, self.dist_coeffs)
-            # d pixel / d (point + t) at point (u, v, 1): its first two columns are d pixel / d (u, v).
-            a = jac[:, 3:5].reshape(n, 2, 2)
-            dw = np.linalg.inv(a)
-        w = np.column_stack([u, v, np.ones(n)])
-        norm = np.linalg.norm(w, axis=1)
-        vec = w / norm[:, None]
-        proj = (np.eye(3)[None] - vec[:, :, None] * vec[:, None, :]) / norm[:, None, None]
-        return proj[:, :, :2] @ dw
+            return jac / self.focal_length_px
+        pts = np.column_stack([u, v, np.ones(n)])
+        _, dproj = cv2.projectPoints(pts, np.zeros(3), np.zeros(3), self.matrix, self.dist_coeffs)
+        # d pixel / d (point + t) at point (u, v, 1): its first two columns are d pixel / d (u, v).
+        return jac @ np.linalg.inv(dproj[:, 3:5].reshape(n, 2, 2))
 
     def vector_covariance(self, x, y, x_err, y_err) -> np.ndarray:
         """Covariance (n, 3, 3) of each star's unit vector from its pixel sigmas (px; e.g. the CRLB)."""
@@ -297,5 +295,8 @@ class Camera:
         This is the isotropic sigma of QUEST's measurement model (the error of
         a unit vector spreads over the two directions perpendicular to it).
         """
-        cov = self.vector_covariance(x, y, x_err, y_err)
-        return np.sqrt(np.trace(cov, axis1=1, axis2=2) / 2.0)
+        jac = self.jacobian(x, y)
+        col = np.einsum("nik,nik->nk", jac, jac)  # squared length of d(vector)/dx and d(vector)/dy
+        sx = np.ravel(np.asarray(x_err, dtype=float))
+        sy = np.ravel(np.asarray(y_err, dtype=float))
+        return np.sqrt(0.5 * (sx * sx * col[:, 0] + sy * sy * col[:, 1]))

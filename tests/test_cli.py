@@ -12,6 +12,13 @@ def test_demo(tmp_path, capsys):
     assert "Poisson MLE" in out
     t = Table.read(tmp_path / "d" / "stars.ecsv")
     assert len(t) > 40 and t["converged"].all()
+    # the attitude is found and agrees with the truth within a few of its own sigmas
+    line = next(ln for ln in out.splitlines() if ln.strip().startswith("attitude error"))
+    errs = [float(v) for v in line.replace("/", " ").replace(",", " ").split() if v[0] in "+-"]
+    sig = next(ln for ln in out.splitlines() if ln.strip().startswith("1-sigma"))
+    sigs = [float(v) for v in sig.replace("/", " ").replace(",", " ").replace(";", " ").split()
+            if v.replace(".", "").isdigit()][:3]
+    assert all(abs(e) < 5 * s for e, s in zip(errs, sigs))
 
 
 def test_localize_command(tmp_path, capsys):

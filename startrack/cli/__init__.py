@@ -15,7 +15,7 @@ import sys
 
 from .. import __version__
 
-COMMANDS = ["demo", "localize", "crlb", "epsf", "design", "calib", "simulate", "micro"]
+COMMANDS = ["demo", "localize", "solve", "crlb", "epsf", "design", "calib", "simulate", "micro"]
 
 
 def build_parser() -> argparse.ArgumentParser:
