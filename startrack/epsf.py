@@ -101,17 +101,9 @@ class EPSF(PSFModel):
         self.meta.update(oversampling=os_, roi=self.roi)
         self.support = (max(nx, ny) - 1) / (2.0 * os_) + 2.0 / os_
         coef = ndimage.spline_filter(np.pad(arr, _PAD), order=3, mode="mirror")
-        self._table = np.ascontiguousarray(coef[None])
-        self._params = np.array([float(os_), (nx - 1) / 2.0 + _PAD, (ny - 1) / 2.0 + _PAD])
+        self.table = np.ascontiguousarray(coef[None])
+        self.params = np.array([float(os_), (nx - 1) / 2.0 + _PAD, (ny - 1) / 2.0 + _PAD])
         self.path = None
-
-    @property
-    def params(self) -> np.ndarray:
-        return self._params
-
-    @property
-    def table(self) -> np.ndarray:
-        return self._table
 
     @property
     def flux(self):

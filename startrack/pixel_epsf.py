@@ -110,7 +110,7 @@ class PixelEPSF(PSFModel):
             raise ValueError(f"period must be 0 or at least the block height ({self.nrows} rows), got {period}")
         self.meta = dict(meta or {})
         self.path = None
-        self._params, self._table = self._coefficients()
+        self.params, self.table = self._coefficients()
 
     def _coefficients(self):
         npix = self.nrows * self.ncols
@@ -131,14 +131,6 @@ class PixelEPSF(PSFModel):
         params = np.concatenate([[self.ndim, self.col0, self.row0, self.ncols, self.nrows, self.x.size,
                                   ybreaks.size, self.period, tx, ty], A.ravel(), self.x, ybreaks]).astype(np.float64)
         return params, table
-
-    @property
-    def params(self) -> np.ndarray:
-        return self._params
-
-    @property
-    def table(self) -> np.ndarray:
-        return self._table
 
     @property
     def x_range(self):

@@ -70,14 +70,8 @@ class PSFModel:
 
     kind: int = -1
     support: float = 3.0
-
-    @property
-    def params(self) -> np.ndarray:
-        raise NotImplementedError
-
-    @property
-    def table(self) -> np.ndarray:
-        return np.zeros((0, 0, 0))
+    params: np.ndarray = np.zeros(0)
+    table: np.ndarray = np.zeros((0, 0, 0))
 
     def render(self, x, y, x0, y0, shape, second=False):
         """Pixel fractions of unit flux and their derivatives for a batch of stars.

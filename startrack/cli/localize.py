@@ -29,11 +29,13 @@ def register(sub):
                        formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
     p.add_argument("frames", nargs="+", metavar="FRAME", help="frame file(s)")
     p.add_argument("--psf", default="gaussian:0.5", metavar="MODEL",
-                   help="PSF model: gaussian:SIGMA, gaussian:SX,SY (px) or epsf:FILE (default gaussian:0.5)")
+                   help="PSF model: gaussian:SIGMA, gaussian:SX,SY (px), epsf:FILE or pixel-epsf:FILE "
+                        "(default gaussian:0.5)")
     p.add_argument("--camera", metavar="TOML",
                    help="camera file whose [sensor] table gives gain, offset, dark_var, read_noise, saturation; "
                         "without it pixel values are taken as photo-electrons")
-    p.add_argument("--roi", type=int, default=5, help="fitting window width in px (default 5)")
+    p.add_argument("--roi", type=int, default=None,
+                   help="fitting window width in px (default: the PSF model's own, 5 for a small Gaussian)")
     p.add_argument("--fit", default="all", choices=["all", "xy"],
                    help="fit x, y, flux and background (all, default) or only x, y with flux and background "
                         "from the detection (xy)")
@@ -44,8 +46,9 @@ def register(sub):
     p.set_defaults(func=run)
 
 
-def localize_frame(image, model, sensor, *, roi=5, threshold=5.0, max_stars=None, fit="all"):
-    """Detection + MLE on one frame: the detection columns joined with the fit."""
+def localize_frame(image, model, sensor, *, roi=None, threshold=5.0, max_stars=None, fit="all"):
+    """Detection + MLE on one frame: the detection columns joined with the fit (``roi`` None: the model's)."""
+    roi = model.default_roi() if roi is None else roi
     det = detect(image, sensor, threshold=threshold, roi=roi, max_stars=max_stars)
     kw = {}
     fitp = ("x", "y", "flux", "background")
