@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io import read_frame
+from .axial import add_axial
 from .common import add_output, load_sensor, progress, run_frames, save, stack_tables
 
 HELP = """Microscope mode: particle tracking and localisation on the startrack core.
@@ -21,6 +22,7 @@ HELP = """Microscope mode: particle tracking and localisation on the startrack c
 examples:
   startrack micro track1d signals.npy --pixel-nm 80 --out positions.ecsv
   startrack micro localize frame.tif --method bancroft --sigma 1.3 --out locs.ecsv
+  startrack micro axial predict pairs.npy --model darkfield --out z.ecsv
 """
 
 TRACK1D_HELP = """Track a beam on a line sensor (drift stabilisation, chromatic confocal):
@@ -60,7 +62,7 @@ _CHUNK = 65536  # readouts per kernel call: bounds memory on memory-mapped files
 
 
 def register(sub):
-    p = sub.add_parser("micro", help="microscope mode: line-sensor tracking, spot localisation",
+    p = sub.add_parser("micro", help="microscope mode: line-sensor tracking, spot localisation, axial position",
                        description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     subsub = p.add_subparsers(dest="micro_command", metavar="SUBCOMMAND")
     for add in SUBCOMMANDS:
@@ -183,4 +185,4 @@ def run_localize(args):
 
 
 #: The ``micro`` sub-commands, in the order ``--help`` lists them.
-SUBCOMMANDS = [add_track1d, add_localize]
+SUBCOMMANDS = [add_track1d, add_localize, add_axial]

@@ -136,17 +136,18 @@ def crop_pairs(frames, size=32, *, smooth_px=2.0):
     smoothed = gaussian_filter(contrast, (0, smooth_px, smooth_px))
     iy, ix = np.unravel_index(smoothed.reshape(n, -1).argmax(axis=1), (h, w))
     cx, cy = ix.astype(float), iy.astype(float)
+    half = (size - 1) / 2  # the crop centre, as in the simulator: the particle ends within +-0.5 px of it
     for _ in range(3):  # a defocused ring's maximum is on the ring: walk to its centre
-        x0 = np.clip(np.round(cx).astype(int) - size // 2, 0, w - size)
-        y0 = np.clip(np.round(cy).astype(int) - size // 2, 0, h - size)
+        x0 = np.clip(np.round(cx - half).astype(int), 0, w - size)
+        y0 = np.clip(np.round(cy - half).astype(int), 0, h - size)
         win = contrast[np.arange(n)[:, None, None], (y0[:, None] + np.arange(size))[:, :, None],
                        (x0[:, None] + np.arange(size))[:, None, :]]
         win = np.maximum(win - np.median(win, axis=(1, 2), keepdims=True), 0)
         mass = np.maximum(win.sum(axis=(1, 2)), 1e-30)
         cx = x0 + (win.sum(axis=1) * np.arange(size)).sum(axis=1) / mass
         cy = y0 + (win.sum(axis=2) * np.arange(size)).sum(axis=1) / mass
-    x0 = np.clip(np.round(cx).astype(int) - size // 2, 0, w - size)
-    y0 = np.clip(np.round(cy).astype(int) - size // 2, 0, h - size)
+    x0 = np.clip(np.round(cx - half).astype(int), 0, w - size)
+    y0 = np.clip(np.round(cy - half).astype(int), 0, h - size)
     crops = frames[np.arange(n)[:, None, None, None], np.arange(frames.shape[1])[None, :, None, None],
                    (y0[:, None] + np.arange(size))[:, None, :, None], (x0[:, None] + np.arange(size))[:, None, None, :]]
     return np.ascontiguousarray(crops), np.stack([x0, y0], axis=1)
@@ -161,11 +162,11 @@ def _prepare(pairs, n_planes, size, name="pairs"):
 
 # -- the network -----------------------------------------------------------------------------------------------
 
-def _network(n_planes, *, z_center, z_scale, channels=(16, 32, 32), hidden=64, n_out=1):
+def _network(n_planes, *, z_center, z_scale, channels=(16, 32, 32), hidden=64):
     """The CNN as a torch module: per-pair normalisation, three strided 3x3 convolutions, two dense layers.
 
-    The first output is z in um (``z_center + z_scale * raw``), so the exported
-    graph needs no post-processing; further outputs are auxiliary targets.
+    The output is z in um (``z_center + z_scale * raw``), so the exported graph
+    needs no post-processing.
     """
     import torch
     from torch import nn
@@ -178,9 +179,9 @@ def _network(n_planes, *, z_center, z_scale, channels=(16, 32, 32), hidden=64, n
                 layers += [nn.Conv2d(c_in, c, 3, stride=2, padding=1), nn.BatchNorm2d(c), nn.ReLU()]
                 c_in = c
             self.features = nn.Sequential(*layers)
-            self.head = nn.Sequential(nn.Flatten(), nn.LazyLinear(hidden), nn.ReLU(), nn.Linear(hidden, n_out))
-            self.register_buffer("scale", torch.tensor([z_scale] + [1.0] * (n_out - 1)))
-            self.register_buffer("center", torch.tensor([z_center] + [0.0] * (n_out - 1)))
+            self.head = nn.Sequential(nn.Flatten(), nn.LazyLinear(hidden), nn.ReLU(), nn.Linear(hidden, 1))
+            self.register_buffer("scale", torch.tensor(z_scale))
+            self.register_buffer("center", torch.tensor(z_center))
 
         def forward(self, x):
             # one mean and std over all planes: the planes' relative brightness carries z, keep it
@@ -191,14 +192,14 @@ def _network(n_planes, *, z_center, z_scale, channels=(16, 32, 32), hidden=64, n
     return AxialNet()
 
 
-def _macs(n_planes, size, channels=(16, 32, 32), hidden=64, n_out=1):
+def _macs(n_planes, size, channels=(16, 32, 32), hidden=64):
     """Multiply-accumulates of one forward pass (convolutions and dense layers)."""
     macs, c_in, s = 0, n_planes, size
     for c in channels:
         s = (s + 1) // 2
         macs += s * s * c * c_in * 9
         c_in = c
-    return macs + c_in * s * s * hidden + hidden * n_out
+    return macs + c_in * s * s * hidden + hidden
 
 
 @dataclass
@@ -209,7 +210,7 @@ class AxialModel:
     ----------
     net : torch.nn.Module
         The network in eval mode; input ``(n, C, size, size)`` float32, output
-        ``(n, n_out)`` with z in um first.
+        ``(n, 1)``, z in um.
     meta : dict
         What the JSON sidecar holds (optics, mode, planes, z range, training
         settings and metrics).
@@ -261,32 +262,25 @@ def _torch_setup(seed, threads):
     return torch
 
 
-def _fit(x, z, x_val, z_val, *, aux=None, aux_val=None, noise=None, augment=None, z_range, epochs, batch_size, lr,
+def _fit(x, z, x_val, z_val, *, noise=None, augment=None, z_range, epochs, batch_size, lr,
          patience, max_seconds, seed, threads, channels, hidden, log):
     """Adam with a cosine learning-rate schedule, early stopping on the validation RMSE; keeps the best weights.
 
     ``noise(x_batch, generator)`` draws a fresh noisy batch from expected images
     every epoch (simulated training); ``augment(x_batch, generator)``
-    perturbs measured pairs (stacks). ``aux`` holds auxiliary targets
-    (lateral offset, px) regressed beside z with weight 0.1.
+    perturbs measured pairs (stacks).
     """
     torch = _torch_setup(seed, threads)
     gen = torch.Generator().manual_seed(seed)
-    n_aux = 0 if aux is None else aux.shape[1]
     z_center, z_scale = float(np.mean(z_range)), float(np.ptp(z_range) / 2)
-    net = _network(x.shape[1], z_center=z_center, z_scale=z_scale, channels=channels, hidden=hidden,
-                   n_out=1 + n_aux)
+    net = _network(x.shape[1], z_center=z_center, z_scale=z_scale, channels=channels, hidden=hidden)
     xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    target = np.asarray(z, np.float32)[:, None]
-    if n_aux:
-        target = np.concatenate([target, np.asarray(aux, np.float32)], axis=1)
-    yt = torch.from_numpy(target)
+    yt = torch.from_numpy(np.asarray(z, np.float32)[:, None])
     xv = torch.from_numpy(np.ascontiguousarray(x_val, dtype=np.float32))
     zv = np.asarray(z_val, np.float64)
     net(xt[:2])  # materialise the lazy layer before the optimiser sees the parameters
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
-    weights = torch.tensor([1.0 / z_scale ** 2] + [0.1] * n_aux)
     best, best_state, best_epoch, history = np.inf, None, 0, []
     t0 = time.perf_counter()
     for epoch in range(epochs):
@@ -299,7 +293,7 @@ def _fit(x, z, x_val, z_val, *, aux=None, aux_val=None, noise=None, augment=None
                 xb = noise(xb, gen)
             if augment is not None:
                 xb = augment(xb, gen)
-            loss = (((net(xb) - yt[idx]) ** 2) * weights).mean()
+            loss = ((net(xb) - yt[idx]) ** 2).mean() / z_scale ** 2  # ~1 at the start whatever the range
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -323,8 +317,8 @@ def _fit(x, z, x_val, z_val, *, aux=None, aux_val=None, noise=None, augment=None
     metrics = {"val_rmse_um": best, "best_epoch": best_epoch, "epochs_run": len(history),
                "val_rmse_history_um": [round(h, 6) for h in history], "train_seconds": time.perf_counter() - t0,
                "n_train": int(len(x)), "n_val": int(len(x_val))}
-    arch = {"channels": list(channels), "hidden": hidden, "n_out": 1 + n_aux, "parameters": int(n_params),
-            "macs_per_pair": _macs(x.shape[1], x.shape[-1], channels, hidden, 1 + n_aux)}
+    arch = {"channels": list(channels), "hidden": hidden, "parameters": int(n_params),
+            "macs_per_pair": _macs(x.shape[1], x.shape[-1], channels, hidden)}
     return net, metrics, arch
 
 
@@ -336,35 +330,54 @@ def _meta(*, n_planes, size, mode, optics, z_range, arch, settings, metrics, sou
             "z_range_um": [float(z_range[0]), float(z_range[1])],
             "input": {"name": "pairs", "layout": "NCHW (pair, plane, row, column)", "dtype": "float32",
                       "units": "any linear intensity (photo-electrons, DN)"},
-            "output": {"name": "z", "columns": ["z_um"] + (["dx_px", "dy_px"] if arch["n_out"] == 3 else [])},
+            "output": {"name": "z", "shape": "(n, 1)", "units": "um"},
             "normalisation": "inside the network: per pair, subtract the mean and divide by the standard "
                              "deviation over all planes and pixels",
             "architecture": arch, "training": settings, "metrics": metrics}
 
 
-def _poisson_noise(read_noise):
-    """Fresh shot and read noise on expected images (photo-electrons) for every training batch."""
+def _simulated_batches(photons, background, read_noise, photon_spread):
+    """Turn a batch of renders into fresh camera images: a random photon count, the pupil's symmetries, noise.
+
+    Each pair gets photons log-uniform within ``photon_spread`` of ``photons``,
+    one of the 8 flips/transposes of the square grid (an aberration-free
+    circular pupil is symmetric under all of them, so this is 8x the lateral
+    offsets for free), then Poisson shot noise and Gaussian read noise (e-).
+    """
     import torch
 
+    log_spread = float(np.log(photon_spread))
+
     def noise(xb, gen):
-        return torch.poisson(xb, generator=gen) + read_noise * torch.randn(xb.shape, generator=gen)
+        n = xb.shape[0]
+        scale = photons * torch.exp((2 * torch.rand(n, 1, 1, 1, generator=gen) - 1) * log_spread)
+        flips = torch.randint(0, 2, (3,), generator=gen).tolist()  # one symmetry per batch: cheap, still random
+        if flips[0]:
+            xb = xb.flip(2)
+        if flips[1]:
+            xb = xb.flip(3)
+        if flips[2]:
+            xb = xb.transpose(2, 3)
+        expected = xb * scale + background
+        return torch.poisson(expected, generator=gen) + read_noise * torch.randn(xb.shape, generator=gen)
 
     return noise
 
 
 def train(optics=None, mode="darkfield", *, z_range=(-2.0, 2.0), n_train=40000, n_val=4000, photons=None,
-          background=None, read_noise=None, photon_spread=3.0, lateral_aux=False, epochs=40, batch_size=256,
+          background=None, read_noise=None, photon_spread=3.0, epochs=30, batch_size=256,
           lr=3e-3, patience=8, max_seconds=540.0, seed=0, threads=2, channels=(16, 32, 32), hidden=64,
           log=None, progress=None):
     """Train the axial CNN on pairs simulated by :mod:`~startrack.microscope.defocus`.
 
-    Training pairs are drawn once as expected (noise-free) images at uniform
-    random z, random sub-pixel lateral offsets (within +-0.5 px) and photon
-    counts spread log-uniformly by ``photon_spread`` around ``photons``; every
-    epoch draws fresh shot and read noise on them, so the network does not see
-    the same noise twice. The validation pairs are a fixed noisy set at the
-    nominal photon count. One plane in ``optics`` trains the single-plane
-    baseline with the same network.
+    Training pairs are rendered once, noise-free, at uniform random z and
+    random sub-pixel lateral offsets (within +-0.5 px); every batch then gets
+    a photon count spread log-uniformly by ``photon_spread`` around
+    ``photons``, a random flip/transpose (symmetries of the aberration-free
+    pupil) and fresh shot and read noise, so the network never sees the same
+    image twice. The validation pairs are a fixed noisy set at the nominal
+    photon count. One plane in ``optics`` trains the single-plane baseline
+    with the same network.
 
     Parameters
     ----------
@@ -381,8 +394,6 @@ def train(optics=None, mode="darkfield", *, z_range=(-2.0, 2.0), n_train=40000, 
         realistic defaults for ``mode``).
     photon_spread : float
         Training photon counts span ``photons / spread`` to ``photons * spread``.
-    lateral_aux : bool
-        Also regress the lateral offset (px) as an auxiliary target.
     epochs, batch_size, lr, patience : int, int, float, int
         At most ``epochs`` passes with Adam at learning rate ``lr`` on a
         cosine schedule; stops after ``patience`` epochs without a better
@@ -411,24 +422,21 @@ def train(optics=None, mode="darkfield", *, z_range=(-2.0, 2.0), n_train=40000, 
     nominal = _nominal_noise(mode, photons, background, read_noise)
     z = rng.uniform(*z_range, n_train)
     lateral = rng.uniform(-0.5, 0.5, (n_train, 2))
-    scale = np.exp(rng.uniform(-np.log(photon_spread), np.log(photon_spread), n_train))
-    expected = np.empty((n_train, n_planes, optics.size, optics.size), np.float32)
+    renders = np.empty((n_train, n_planes, optics.size, optics.size), np.float32)
     chunk = 1000
     chunks = range(0, n_train, chunk)
     for lo in (progress(chunks, total=len(chunks), desc="simulate") if progress else chunks):
         sl = slice(lo, lo + chunk)
-        img = render(z[sl], optics, mode=mode, lateral_px=lateral[sl])
-        expected[sl] = _scale(img, mode, nominal, scale[sl])
+        renders[sl] = render(z[sl], optics, mode=mode, lateral_px=lateral[sl])
     z_val = rng.uniform(*z_range, n_val)
     x_val = simulate_pairs(z_val, optics, mode=mode, photons=nominal["photons"], background=nominal["background"],
                            read_noise=nominal["read_noise"], rng=rng)
     gen_seconds = time.perf_counter() - t0
     settings = {"simulated": True, "n_train": n_train, "n_val": n_val, "photons": nominal, "photon_spread":
-                photon_spread, "lateral_aux": lateral_aux, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+                photon_spread, "epochs": epochs, "batch_size": batch_size, "lr": lr,
                 "schedule": "cosine", "patience": patience, "seed": seed, "threads": threads,
                 "data_seconds": gen_seconds}
-    net, metrics, arch = _fit(expected, z, x_val, z_val, aux=lateral if lateral_aux else None,
-                              noise=_poisson_noise(nominal["read_noise"]), z_range=z_range, epochs=epochs,
+    net, metrics, arch = _fit(renders, z, x_val, z_val, noise=_simulated_batches(photon_spread=photon_spread, **nominal), z_range=z_range, epochs=epochs,
                               batch_size=batch_size, lr=lr, patience=patience, max_seconds=max_seconds, seed=seed,
                               threads=threads, channels=channels, hidden=hidden, log=log)
     metrics["total_seconds"] = time.perf_counter() - t0
@@ -441,12 +449,6 @@ def _nominal_noise(mode, photons, background, read_noise):
     return {"photons": float(DEFAULT_PHOTONS[mode] if photons is None else photons),
             "background": float(DEFAULT_BACKGROUND[mode] if background is None else background),
             "read_noise": float(DEFAULT_READ_NOISE if read_noise is None else read_noise)}
-
-
-def _scale(img, mode, nominal, scale):
-    """Expected photo-electrons of normalised renders at ``scale`` times the nominal photon count."""
-    s = (nominal["photons"] * scale)[:, None, None, None]
-    return (img * s + nominal["background"]).astype(np.float32)
 
 
 def _stack_augment(shift_px, noise_frac):
@@ -488,7 +490,7 @@ def train_from_stack(pairs, z_um, *, n_planes=2, val_fraction=0.2, size=32, copi
         Crop width, px.
     copies : int, optional
         Repeat the training pairs this many times per epoch (augmented
-        differently each time); default enough for ~20,000 pairs per epoch.
+        differently each time); default enough for ~10,000 pairs per epoch.
     shift_px : int
         Random lateral shifts of up to this many px (augmentation, 0 = none).
     noise_frac : float
@@ -522,7 +524,7 @@ def train_from_stack(pairs, z_um, *, n_planes=2, val_fraction=0.2, size=32, copi
     if len(arr) - n_val < 2:
         raise ValueError(f"pairs: {len(arr)} pairs are too few to train on (need at least {n_val + 2})")
     val, tr = order[:n_val], order[n_val:]
-    copies = copies or max(1, int(np.ceil(20000 / len(tr))))
+    copies = copies or max(1, int(np.ceil(10000 / len(tr))))
     x_train = np.repeat(arr[tr], copies, axis=0)
     z_train = np.repeat(z[tr], copies)
     z_range = (float(z.min()), float(z.max())) if z_range is None else z_range
@@ -582,6 +584,7 @@ class AxialLocalizer:
             When the model or its sidecar is missing or not an axial model,
             or the back-end is unknown or not installed.
         """
+        backend = _backend(backend)
         if path is None:
             if mode not in DEFAULT_MODELS:
                 raise ValueError(f"mode: no shipped model for {mode!r}; choose one of {', '.join(DEFAULT_MODELS)}")
@@ -600,7 +603,7 @@ class AxialLocalizer:
             raise ValueError(f"{side}: not valid JSON ({str(exc).splitlines()[0]})") from None
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise ValueError(f"{side}: not a startrack axial model sidecar")
-        return cls(path, meta, _backend(backend))
+        return cls(path, meta, backend)
 
     def predict(self, pairs, batch_size=4096):
         """Axial position of each pair, um.
