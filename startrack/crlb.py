@@ -185,7 +185,6 @@ def fisher_information(model: PSFModel, x, y, flux, background, sensor: Sensor |
         raise ValueError(f"model must be a PSF model (e.g. GaussianPSF), got {type(model).__name__}")
     x, y, flux, background = np.broadcast_arrays(*(np.atleast_1d(np.asarray(v, dtype=float))
                                                    for v in (x, y, flux, background)))
-    n = x.size
     x, y, flux, background = (np.ascontiguousarray(v.ravel()) for v in (x, y, flux, background))
     ny, nx = roi_shape(model.default_roi() if roi is None else roi)
     floor = 0.0 if sensor is None else sensor.noise_floor

@@ -244,8 +244,10 @@ def _gather(img, mask, use_mask, xy, use_cg, free_xy, ny, nx, offset, gain, shif
             sx = xy[k, 0]
             sy = xy[k, 1]
             f = 0
+            cx0 = origin(sx, nx)
+            cy0 = origin(sy, ny)
             if use_cg:
-                cg_window(img, mask, use_mask, origin(sx, nx), origin(sy, ny), ny, nx, np.nan, 0.0, True, ring, cg)
+                cg_window(img, mask, use_mask, cx0, cy0, ny, nx, np.nan, 0.0, True, ring, cg)
                 if math.isnan(cg[0]):
                     f |= 128
                 else:
@@ -257,6 +259,8 @@ def _gather(img, mask, use_mask, xy, use_cg, free_xy, ny, nx, offset, gain, shif
             start[k, 1] = sy
             x0[k] = origin(sx, nx)
             y0[k] = origin(sy, ny)
+            # Usually the ROI is the CG window itself, whose border median (raw DN) is known.
+            same = use_cg and x0[k] == cx0 and y0[k] == cy0 and not math.isnan(cg[3])
             inside = 0
             used = 0
             m = 0
@@ -292,7 +296,11 @@ def _gather(img, mask, use_mask, xy, use_cg, free_xy, ny, nx, offset, gain, shif
             flags[k] = f
             if used == 0:
                 continue
-            bg = max((median_inplace(ring, m) if m > 0 else lo) - floor, -0.5 * floor)
+            if same and not f & 4:  # the median commutes with the increasing map DN -> e-
+                ring_median = (cg[3] - offset) / gain + shift
+            else:
+                ring_median = median_inplace(ring, m) if m > 0 else lo
+            bg = max(ring_median - floor, -0.5 * floor)
             start[k, 2] = max(total - used * (bg + floor), 1.0)
             start[k, 3] = bg
     return start, data, weight, x0, y0, flags
