@@ -155,6 +155,9 @@ def crop_pairs(frames, size=32, *, smooth_px=2.0):
 
 def _prepare(pairs, n_planes, size, name="pairs"):
     arr, single = as_pairs(pairs, n_planes, name=name)
+    if arr.shape[-2] < size or arr.shape[-1] < size:
+        raise ValueError(f"{name}: {arr.shape[-2]}x{arr.shape[-1]} px is smaller than the model's {size}x{size} px "
+                         "crop")
     if arr.shape[-2:] != (size, size):
         arr, _ = crop_pairs(arr, size)
     return arr, single
@@ -266,8 +269,8 @@ def _fit(x, z, x_val, z_val, *, noise=None, augment=None, z_range, epochs, batch
          patience, max_seconds, seed, threads, channels, hidden, log):
     """Adam with a cosine learning-rate schedule, early stopping on the validation RMSE; keeps the best weights.
 
-    ``noise(x_batch, generator)`` draws a fresh noisy batch from expected images
-    every epoch (simulated training); ``augment(x_batch, generator)``
+    ``noise(x_batch, generator)`` turns a batch of noise-free renders into
+    fresh camera images (simulated training); ``augment(x_batch, generator)``
     perturbs measured pairs (stacks).
     """
     torch = _torch_setup(seed, threads)
@@ -286,7 +289,7 @@ def _fit(x, z, x_val, z_val, *, noise=None, augment=None, z_range, epochs, batch
     for epoch in range(epochs):
         net.train()
         order = torch.randperm(len(xt), generator=gen)
-        for i in range(0, len(xt) - batch_size + 1, batch_size):
+        for i in range(0, max(len(xt) - batch_size, 0) + 1, batch_size):  # full batches: BatchNorm needs > 1
             idx = order[i:i + batch_size]
             xb = xt[idx]
             if noise is not None:
@@ -436,7 +439,8 @@ def train(optics=None, mode="darkfield", *, z_range=(-2.0, 2.0), n_train=40000, 
                 photon_spread, "epochs": epochs, "batch_size": batch_size, "lr": lr,
                 "schedule": "cosine", "patience": patience, "seed": seed, "threads": threads,
                 "data_seconds": gen_seconds}
-    net, metrics, arch = _fit(renders, z, x_val, z_val, noise=_simulated_batches(photon_spread=photon_spread, **nominal), z_range=z_range, epochs=epochs,
+    draw = _simulated_batches(photon_spread=photon_spread, **nominal)
+    net, metrics, arch = _fit(renders, z, x_val, z_val, noise=draw, z_range=z_range, epochs=epochs,
                               batch_size=batch_size, lr=lr, patience=patience, max_seconds=max_seconds, seed=seed,
                               threads=threads, channels=channels, hidden=hidden, log=log)
     metrics["total_seconds"] = time.perf_counter() - t0
