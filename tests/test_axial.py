@@ -172,3 +172,15 @@ def test_cli_user_errors_are_one_line(tmp_path, capsys, argv, match):
     assert main(["micro", "axial", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and match in err
+
+
+def test_falls_back_to_opencv_without_onnxruntime(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes "import onnxruntime" fail
+    loc = AxialLocalizer.load()
+    assert loc.backend == "opencv"
+    z, pairs = _held_out("darkfield", n=50)
+    assert _rmse_nm(loc.predict(pairs), z) < 60
+    with pytest.raises(ValueError, match="onnxruntime is not installed"):
+        AxialLocalizer.load(backend="onnxruntime")

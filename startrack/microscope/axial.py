@@ -35,7 +35,8 @@ import numpy as np
 from astropy import units as u
 from astropy.table import Table
 
-from .defocus import DEFAULT_BACKGROUND, DEFAULT_PHOTONS, DEFAULT_READ_NOISE, Optics, render, simulate_pairs
+from .defocus import (DEFAULT_BACKGROUND, DEFAULT_PHOTONS, DEFAULT_READ_NOISE, DEFAULT_SCATTERING, Optics, render,
+                      simulate_pairs)
 
 __all__ = ["AxialLocalizer", "AxialModel", "LibraryMatcher", "as_pairs", "crop_pairs", "train", "train_from_stack",
            "axial_errors", "DEFAULT_MODELS", "BACKENDS"]
@@ -435,7 +436,9 @@ def train(optics=None, mode="darkfield", *, z_range=(-2.0, 2.0), n_train=40000, 
     x_val = simulate_pairs(z_val, optics, mode=mode, photons=nominal["photons"], background=nominal["background"],
                            read_noise=nominal["read_noise"], rng=rng)
     gen_seconds = time.perf_counter() - t0
-    settings = {"simulated": True, "n_train": n_train, "n_val": n_val, "photons": nominal, "photon_spread":
+    settings = {"simulated": True, "n_train": n_train, "n_val": n_val, "photons": nominal,
+                "scattering": [DEFAULT_SCATTERING.real, DEFAULT_SCATTERING.imag] if mode == "brightfield" else None,
+                "photon_spread":
                 photon_spread, "epochs": epochs, "batch_size": batch_size, "lr": lr,
                 "schedule": "cosine", "patience": patience, "seed": seed, "threads": threads,
                 "data_seconds": gen_seconds}
