@@ -130,7 +130,8 @@ def _pupil(optics: Optics):
     kz = np.sqrt(np.maximum(kn ** 2 - k2, 0.0))
     amp = inside * dk * dk
     if optics.aplanatic:
-        amp = amp / np.sqrt(kz / kn)
+        # only on the disc: the square's corners have kz = 0 when NA > n / sqrt(2), and 0 / 0 would be NaN
+        amp = np.divide(amp, np.sqrt(kz / kn), out=np.zeros_like(amp), where=inside)
     return k, amp, np.where(inside, kz - kn, 0.0)
 
 
