@@ -138,23 +138,38 @@ def test_train_from_stack_and_evaluate_on_a_second_stack():
         axial.train_from_stack(frames, z[:3])
 
 
-def test_cli_round_trip(tmp_path, capsys):
-    pytest.importorskip("torch")
-    stack, zfile, model = tmp_path / "s.npy", tmp_path / "s_z.ecsv", tmp_path / "m.onnx"
+def _cli_stack(tmp_path):
+    stack = tmp_path / "s.npy"
     assert main(["micro", "axial", "simulate", "--n", "120", "--seed", "4", "--out", str(stack), "-q"]) == 0
-    assert np.load(stack).shape == (120, 2, 32, 32) and zfile.is_file()
-    assert main(["micro", "axial", "train", str(stack), str(zfile), "--epochs", "1", "--out", str(model),
-                 "-q"]) == 0
-    assert model.is_file() and model.with_suffix(".json").is_file()
-    errors, png = tmp_path / "e.ecsv", tmp_path / "e.png"
-    assert main(["micro", "axial", "evaluate", str(stack), str(zfile), "--model", str(model), "--out",
-                 str(errors), "--plot", str(png), "-q"]) == 0
-    assert errors.is_file() and png.is_file()
-    out = tmp_path / "z.ecsv"
-    assert main(["micro", "axial", "predict", str(stack), "--model", "darkfield", "--out", str(out), "-q"]) == 0
+    assert np.load(stack).shape == (120, 2, 32, 32)
+    return stack, tmp_path / "s_z.ecsv"
+
+
+def test_cli_simulate_evaluate_predict_with_the_shipped_model(tmp_path):
     from startrack.io import read_table
 
-    assert len(read_table(out)) == 120
+    stack, zfile = _cli_stack(tmp_path)
+    errors, png, out = tmp_path / "e.ecsv", tmp_path / "e.png", tmp_path / "z.ecsv"
+    assert main(["micro", "axial", "evaluate", str(stack), str(zfile), "--out", str(errors), "--plot", str(png),
+                 "-q"]) == 0
+    assert png.is_file() and read_table(errors).meta["rmse_nm"] < 60
+    assert main(["micro", "axial", "predict", str(stack), "--model", "darkfield", "--backend", "opencv",
+                 "--out", str(out), "-q"]) == 0
+    z, zp = np.asarray(read_table(zfile)["z_um"]), np.asarray(read_table(out)["z_um"])
+    assert _rmse_nm(zp, z) < 60
+
+
+def test_cli_train_then_evaluate_and_predict(tmp_path):
+    pytest.importorskip("torch")
+    stack, zfile = _cli_stack(tmp_path)
+    model = tmp_path / "m.onnx"
+    assert main(["micro", "axial", "train", str(stack), str(zfile), "--epochs", "1", "--out", str(model),
+                 "-q"]) == 0
+    assert model.is_file() and json.loads(model.with_suffix(".json").read_text())["source"] == "stack"
+    assert main(["micro", "axial", "evaluate", str(stack), str(zfile), "--model", str(model), "--out",
+                 str(tmp_path / "e.ecsv"), "-q"]) == 0
+    assert main(["micro", "axial", "predict", str(stack), "--model", str(model), "--out",
+                 str(tmp_path / "z.ecsv"), "-q"]) == 0
 
 
 @pytest.mark.parametrize("argv, match", [

@@ -44,8 +44,10 @@ example:
 TRAIN_HELP = """Train the axial CNN on a calibration z-stack (a bead scanned through focus) and
 write MODEL.onnx plus MODEL.json (metadata, validation RMSE). A random --val-fraction
 of the pairs is held out for early stopping; small stacks are augmented with 1 px
-shifts and extra noise. With --simulate the network trains on simulated pairs for the
-optics given instead (no stack). Needs PyTorch: pip install "startrack[ml]".
+shifts and extra noise; of the optics options only --planes (how many planes) and
+--mode (recorded in MODEL.json) apply to a stack. With --simulate the network trains on
+simulated pairs for the optics given instead (no stack). Needs PyTorch:
+pip install "startrack[ml]".
 
 examples:
   startrack micro axial train calib.npy calib_z.ecsv --out model.onnx
