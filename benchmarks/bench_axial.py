@@ -8,7 +8,8 @@
 2. Held-out simulated pairs (own seed) over z in [-2, 2] um: RMSE over the
    central +-1.5 um, bias per 100 nm bin, for every model and for the
    normalised cross-correlation library baseline (``LibraryMatcher``, a
-   noise-free simulated library) on the same pairs.
+   noise-free simulated library) on the same pairs; then both on dimmer,
+   brighter and higher-background pairs.
 3. Inference speed of the exported ONNX model through onnxruntime and
    ``cv2.dnn`` (``AxialLocalizer.predict``, batches of 4096 pairs, end to end),
    and the largest ONNX-vs-torch difference.
@@ -112,12 +113,13 @@ def main():
               f"max |bias| {r['max_bias']:6.1f} nm; training {wall:5.0f} s wall ({r['epochs']} epochs, best "
               f"{r['best']}, validation {r['val']:.1f} nm); load {os.getloadavg()[0]:.2f}")
 
+    matchers = {}
     for name in ("darkfield_dual", "brightfield_dual", "darkfield_plane_-0.5"):
         opt, mode = cases[name]
         t0 = time.perf_counter()
-        matcher = LibraryMatcher.simulated(opt, mode, z_range=(-2.1, 2.1), step_um=0.01,
-                                           offsets_px=(-1 / 3, 0, 1 / 3))
-        zp = matcher.predict(tests[name])
+        matchers[name] = LibraryMatcher.simulated(opt, mode, z_range=(-2.1, 2.1), step_um=0.01,
+                                                  offsets_px=(-1 / 3, 0, 1 / 3))
+        zp = matchers[name].predict(tests[name])
         seconds = time.perf_counter() - t0
         tab = axial_errors(z, zp, bin_um=BIN, z_range=(-2.0, 2.0))
         inner = np.abs(np.asarray(tab["z_um"])) < CENTRAL
@@ -129,6 +131,23 @@ def main():
         r = results[key]
         print(f"{name:22s} NCC: RMSE |z|<=1.5 {r['rmse']:7.1f} nm, all {r['rmse_all']:7.1f} nm, "
               f"max |bias| {r['max_bias']:6.1f} nm; library + matching {seconds:.1f} s")
+
+    # One model for a range of brightness: the dual models and the library on dimmer, brighter and
+    # higher-background pairs (|z| <= 1.5 um; the training drew 0.1x-3x photons and 0-10x background).
+    sweep = {}
+    for name in ("darkfield_dual", "brightfield_dual"):
+        opt, mode = cases[name]
+        nominal = defocus.DEFAULT_PHOTONS[mode]
+        zs = rng.uniform(-CENTRAL, CENTRAL, n_test // 5)
+        levels = [(f, 1.0) for f in (0.1, 0.25, 1.0, 4.0)] + ([(1.0, 10.0)] if mode == "darkfield" else [])
+        for f, b in levels:
+            pairs = defocus.simulate_pairs(zs, opt, mode=mode, photons=f * nominal,
+                                           background=b * defocus.DEFAULT_BACKGROUND[mode], rng=11)
+            cnn = rmse_nm(models[name].predict(pairs), zs, slice(None))
+            ncc = rmse_nm(matchers[name].predict(pairs), zs, slice(None))
+            sweep[(name, f, b)] = (cnn, ncc)
+            print(f"{name:22s} {f:5.2f}x photons ({f * nominal:7.0f}), {b:4.1f}x background: CNN {cnn:6.1f} nm, "
+                  f"NCC {ncc:6.1f} nm ({len(zs)} pairs, |z| <= 1.5 um)")
 
     dual, single_in = results["darkfield_dual"]["rmse"], results["darkfield_plane_-0.5"]["rmse"]
     single_out = results["darkfield_plane_-2.5"]["rmse"]
@@ -156,7 +175,9 @@ def main():
         table[f"{key}_bias_nm"] = tab["bias_nm"]
         table[f"{key}_rmse_nm"] = tab["rmse_nm"]
     table.meta.update(date=str(datetime.date.today()), n_test=n_test, central_um=CENTRAL,
-                      summary={k: {kk: float(vv) for kk, vv in v.items() if kk != "zp"} for k, v in results.items()})
+                      summary={k: {kk: float(vv) for kk, vv in v.items() if kk != "zp"} for k, v in results.items()},
+                      brightness={f"{n} {f}x photons {b}x background": {"cnn_rmse_nm": c, "ncc_rmse_nm": m}
+                                  for (n, f, b), (c, m) in sweep.items()})
     table.write(HERE / "axial.ecsv", format="ascii.ecsv", overwrite=True)
     plot(z, results, tables, HERE / "axial.png")
     print(f"wrote {HERE / 'axial.ecsv'} and {HERE / 'axial.png'}")
