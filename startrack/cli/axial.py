@@ -277,7 +277,8 @@ def _add_train(sub):
     p.add_argument("--simulate", action="store_true", help="train on simulated pairs for the optics options")
     p.add_argument("--n-train", type=int, default=40000, help="simulated training pairs (default 40000)")
     p.add_argument("--val-fraction", type=float, default=0.2, help="stack pairs held out (default 0.2)")
-    p.add_argument("--epochs", type=int, default=None, help="at most this many epochs (default 40, stack 60)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="at most this many epochs (default 30 with --simulate, 60 for a stack)")
     p.add_argument("--max-minutes", type=float, default=9.0, help="stop training after this long (default 9)")
     _add_optics(p)
     p.add_argument("--out", "-o", default="model.onnx", metavar="FILE",
@@ -298,7 +299,7 @@ def run_train(args):
             raise ValueError("give either a STACK and Z or --simulate, not both")
         model = train(_optics(args), args.mode, z_range=tuple(args.z_range), n_train=args.n_train,
                       photons=args.photons, background=args.background, read_noise=args.read_noise,
-                      epochs=args.epochs or 40, max_seconds=args.max_minutes * 60, seed=args.seed, log=log,
+                      epochs=args.epochs or 30, max_seconds=args.max_minutes * 60, seed=args.seed, log=log,
                       progress=lambda it, total, desc: progress(it, total=total, desc=desc, quiet=args.quiet))
     else:
         if not (args.stack and args.z):

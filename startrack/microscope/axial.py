@@ -231,7 +231,7 @@ class AxialModel:
         with torch.no_grad():
             z = np.concatenate([self.net(torch.from_numpy(arr[i:i + batch_size]))[:, 0].numpy()
                                 for i in range(0, len(arr), batch_size)])
-        return z[0] if single else z.astype(np.float64)
+        return float(z[0]) if single else z.astype(np.float64)
 
     def save(self, path):
         """Write the network as ONNX (opset 13, read by onnxruntime and ``cv2.dnn``) and ``path``.json.
@@ -268,7 +268,7 @@ def _torch_setup(seed, threads):
 
 def _fit(x, z, x_val, z_val, *, noise=None, augment=None, z_range, epochs, batch_size, lr,
          patience, max_seconds, seed, threads, channels, hidden, log):
-    """Adam with a cosine learning-rate schedule, early stopping on the validation RMSE; keeps the best weights.
+    """Adam on a cosine learning-rate schedule, early stopping (second half) on the validation RMSE; best weights.
 
     ``noise(x_batch, generator)`` turns a batch of noise-free renders into
     fresh camera images (simulated training); ``augment(x_batch, generator)``
@@ -313,7 +313,8 @@ def _fit(x, z, x_val, z_val, *, noise=None, augment=None, z_range, epochs, batch
         if rmse < best:
             best, best_epoch = rmse, epoch + 1
             best_state = {k: v.clone() for k, v in net.state_dict().items()}
-        if epoch + 1 - best_epoch >= patience or time.perf_counter() - t0 > max_seconds:
+        # no early stop in the schedule's first half: at a high learning rate the validation RMSE jumps about
+        if (epoch + 1 >= epochs // 2 and epoch + 1 - best_epoch >= patience) or time.perf_counter() - t0 > max_seconds:
             break
     net.load_state_dict(best_state)
     net.eval()
@@ -405,8 +406,9 @@ def train(optics=None, mode="darkfield", *, z_range=(-2.0, 2.0), n_train=40000, 
         Training backgrounds span these multiples of ``background`` (uniform).
     epochs, batch_size, lr, patience : int, int, float, int
         At most ``epochs`` passes with Adam at learning rate ``lr`` on a
-        cosine schedule; stops after ``patience`` epochs without a better
-        validation RMSE and keeps the best weights.
+        cosine schedule; from the schedule's second half on, stops after
+        ``patience`` epochs without a better validation RMSE; keeps the best
+        weights.
     max_seconds : float
         Stop after this much training time, s (data generation excluded).
     seed : int
