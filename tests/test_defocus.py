@@ -21,6 +21,12 @@ def test_in_focus_is_the_airy_pattern():
     assert np.max(np.abs(row - airy)) < 0.01
 
 
+def test_high_na_pupil_is_finite():
+    # NA > n / sqrt(2): the corners of the square pupil sampling reach k_z = 0, outside the disc.
+    img = render(np.array([0.0, 1.0]), Optics(na=1.3, n=1.5, planes_um=(0.0,)), lateral_px=CENTRED)
+    assert np.all(np.isfinite(img)) and img.max() > 0
+
+
 def test_darkfield_energy_is_conserved_through_focus():
     # Parseval: a crop wide enough for the defocus blur catches all of the one photon, at every defocus.
     o = Optics(size=96, planes_um=(0.0,))

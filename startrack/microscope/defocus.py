@@ -20,8 +20,10 @@ interference term would cycle every ``lambda / 2n`` like reflection interference
 
 The sum is evaluated as two small complex matrix products per image (a matrix DFT from the sampled pupil to
 exactly the output samples, so neither the pupil nor the image is constrained to an FFT grid), at 2x the camera
-sampling; the 2x2 sub-samples are averaged into each pixel. numpy's BLAS does the work: about a millisecond
-per 32x32 pair.
+sampling; the 2x2 sub-samples are averaged into each pixel. numpy's BLAS does the work: about half a
+millisecond per 32x32 pair on one core. The products are small, so on a CPU shared with other work a
+multi-threaded OpenBLAS can spend far longer waiting for its threads than computing (15x measured at load 4):
+set ``OPENBLAS_NUM_THREADS=1`` (or use ``threadpoolctl``) when generating training sets beside other jobs.
 """
 
 from __future__ import annotations
