@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -11,7 +10,7 @@ from astropy import units as u
 from astropy.table import Table
 
 from ..io import read_table
-from .common import add_output, progress, pyplot, save
+from .common import add_output, command_group, progress, pyplot, save, subcommand
 
 HELP = """Axial (z) position of a particle from a pair of defocused images at two focal
 planes, by a small CNN run through ONNX (onnxruntime, else OpenCV's dnn).
@@ -72,22 +71,12 @@ _CHUNK = 4096  # pairs per prediction call: feeds the progress bar
 
 
 def add_axial(sub):
-    p = sub.add_parser("axial", help="axial position from two defocused planes (CNN, ONNX)", description=HELP,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    subsub = p.add_subparsers(dest="axial_command", metavar="ACTION")
-    for add in (_add_simulate, _add_train, _add_evaluate, _add_predict):
-        add(subsub)
-    p.set_defaults(func=lambda args: _no_action(p))
-
-
-def _no_action(parser):
-    parser.print_help()
-    return 2
+    command_group(sub, "axial", "axial position from two defocused planes (CNN, ONNX)", HELP,
+                  (_add_simulate, _add_train, _add_evaluate, _add_predict), metavar="ACTION")
 
 
 def _parser(sub, name, help, description):
-    p = sub.add_parser(name, help=help, description=description,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subcommand(sub, name, help, description)
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
     return p
 
@@ -152,6 +141,10 @@ def _read_stack(path, n_planes):
             raise ValueError(f"unknown stack format {suf!r}; use .npy or .tif")
     except (OSError, EOFError) as exc:
         raise ValueError(f"{path}: cannot read stack ({str(exc).splitlines()[0]})") from None
+    except ValueError:
+        if suf != ".npy":
+            raise
+        raise ValueError(f"{path}: not a numeric NumPy .npy array") from None
     if data.ndim == 3 and data.shape[0] % n_planes == 0 and data.shape[-1] != n_planes:
         data = data.reshape(-1, n_planes, *data.shape[1:])  # pages alternate the planes
     try:
@@ -201,7 +194,10 @@ def _read_z(path, n):
             raise ValueError(f"{path}: no z_um column (columns: {', '.join(table.colnames)})")
         z = np.asarray(table[col], float)
     elif suf == ".npy":
-        z = np.load(path, allow_pickle=False)
+        try:
+            z = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError):
+            raise ValueError(f"{path}: not a numeric NumPy .npy array of z values") from None
     else:
         try:
             z = np.loadtxt(path, ndmin=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 import warnings
 from pathlib import Path
@@ -17,6 +18,22 @@ def progress(iterable, total=None, desc=None, quiet=False):
     from tqdm.auto import tqdm
 
     return tqdm(iterable, total=total, desc=desc, disable=quiet or not sys.stderr.isatty(), unit="frame")
+
+
+def command_group(sub, name, help, description, adders, metavar="SUBCOMMAND"):
+    """A command whose own sub-commands are added by ``adders``; run bare, it prints its help (exit 2)."""
+    p = sub.add_parser(name, help=help, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    subsub = p.add_subparsers(dest=f"{name}_command", metavar=metavar)
+    for add in adders:
+        add(subsub)
+    p.set_defaults(func=lambda args: p.print_help() or 2)
+    return p
+
+
+def subcommand(sub, name, help, description):
+    """A sub-command parser whose description keeps its line breaks (examples)."""
+    return sub.add_parser(name, help=help, description=description,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def load_sensor(camera) -> Sensor | None:

@@ -7,7 +7,6 @@ A sub-command is an ``add_<name>(sub)`` function that adds its parser to
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import numpy as np
 
 from ..io import read_frame
 from .axial import add_axial
-from .common import add_output, load_sensor, progress, run_frames, save, stack_tables
+from .common import add_output, command_group, load_sensor, progress, run_frames, save, stack_tables, subcommand
 
 HELP = """Microscope mode: particle tracking and localisation on the startrack core.
 
@@ -62,28 +61,14 @@ _CHUNK = 65536  # readouts per kernel call: bounds memory on memory-mapped files
 
 
 def register(sub):
-    p = sub.add_parser("micro", help="microscope mode: line-sensor tracking, spot localisation, axial position",
-                       description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    subsub = p.add_subparsers(dest="micro_command", metavar="SUBCOMMAND")
-    for add in SUBCOMMANDS:
-        add(subsub)
-    p.set_defaults(func=lambda args: _no_subcommand(p))
-
-
-def _no_subcommand(parser):
-    parser.print_help()
-    return 2
-
-
-def _parser(sub, name, help, description):
-    return sub.add_parser(name, help=help, description=description,
-                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    command_group(sub, "micro", "microscope mode: line-sensor tracking, spot localisation, axial position", HELP,
+                  SUBCOMMANDS)
 
 
 # -- track1d --------------------------------------------------------------------------------------------
 
 def add_track1d(sub):
-    p = _parser(sub, "track1d", "positions of a beam on a line sensor (ePhasor)", TRACK1D_HELP)
+    p = subcommand(sub, "track1d", "positions of a beam on a line sensor (ePhasor)", TRACK1D_HELP)
     p.add_argument("signals", metavar="SIGNALS", help="NPY file (one readout per row) or FITS/TIFF image")
     p.add_argument("--pixel-nm", type=float, default=None, metavar="NM",
                    help="pixel size in the object plane (nm): adds x_nm")
@@ -155,7 +140,7 @@ def run_track1d(args):
 def add_localize(sub):
     from ..microscope.spots import METHODS
 
-    p = _parser(sub, "localize", "detect and localise spots in microscopy frames", LOCALIZE_HELP)
+    p = subcommand(sub, "localize", "detect and localise spots in microscopy frames", LOCALIZE_HELP)
     p.add_argument("frames", nargs="+", metavar="FRAME", help="frame file(s)")
     p.add_argument("--method", default="mle", choices=METHODS, help="estimator (default mle)")
     p.add_argument("--sigma", type=float, required=True, metavar="S", help="Gaussian PSF radius in px")
