@@ -196,6 +196,12 @@ def _network(n_planes, *, z_center, z_scale, channels=(16, 32, 32), hidden=64):
     return AxialNet()
 
 
+def _batched(run, arr, batch_size):
+    """z (float64, (n,)) from ``run(batch) -> (b, 1)`` over ``arr`` in batches of ``batch_size``."""
+    return np.concatenate([run(arr[i:i + batch_size])[:, 0] for i in range(0, len(arr), batch_size)]).astype(
+        np.float64)
+
+
 def _macs(n_planes, size, channels=(16, 32, 32), hidden=64):
     """Multiply-accumulates of one forward pass (convolutions and dense layers)."""
     macs, c_in, s = 0, n_planes, size
@@ -229,9 +235,8 @@ class AxialModel:
 
         arr, single = _prepare(pairs, self.meta["n_planes"], self.meta["size"])
         with torch.no_grad():
-            z = np.concatenate([self.net(torch.from_numpy(arr[i:i + batch_size]))[:, 0].numpy()
-                                for i in range(0, len(arr), batch_size)])
-        return float(z[0]) if single else z.astype(np.float64)
+            z = _batched(lambda b: self.net(torch.from_numpy(b)).numpy(), arr, batch_size)
+        return float(z[0]) if single else z
 
     def save(self, path):
         """Write the network as ONNX (opset 13, read by onnxruntime and ``cv2.dnn``) and ``path``.json.
@@ -304,7 +309,7 @@ def _fit(x, z, x_val, z_val, *, noise=None, augment=None, z_range, epochs, batch
         sched.step()
         net.eval()
         with torch.no_grad():
-            zp = np.concatenate([net(xv[i:i + 4096])[:, 0].numpy() for i in range(0, len(xv), 4096)])
+            zp = _batched(lambda b: net(b).numpy(), xv, 4096)
         rmse = float(np.sqrt(np.mean((zp - zv) ** 2)))
         history.append(rmse)
         if log:
@@ -635,8 +640,8 @@ class AxialLocalizer:
         z_um : ndarray (n,) float64, or float for one pair
         """
         arr, single = _prepare(pairs, self.n_planes, self.size)
-        z = np.concatenate([self._run(arr[i:i + batch_size])[:, 0] for i in range(0, len(arr), batch_size)])
-        return float(z[0]) if single else z.astype(np.float64)
+        z = _batched(self._run, arr, batch_size)
+        return float(z[0]) if single else z
 
     def _run(self, batch):
         if self.backend == "onnxruntime":
@@ -650,19 +655,17 @@ class AxialLocalizer:
 
 
 def _backend(backend):
+    try:
+        import onnxruntime  # noqa: F401
+        have_ort = True
+    except ImportError:
+        have_ort = False
     if backend is None:
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            return "opencv"
-        return "onnxruntime"
+        return "onnxruntime" if have_ort else "opencv"
     if backend not in BACKENDS:
         raise ValueError(f"backend: {backend!r} is not one of {', '.join(BACKENDS)}")
-    if backend == "onnxruntime":
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            raise ValueError("backend: onnxruntime is not installed (pip install onnxruntime)") from None
+    if backend == "onnxruntime" and not have_ort:
+        raise ValueError("backend: onnxruntime is not installed (pip install onnxruntime)")
     return backend
 
 

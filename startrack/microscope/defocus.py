@@ -137,9 +137,12 @@ def _pupil(optics: Optics):
     return k, amp, np.where(inside, kz - kn, 0.0)
 
 
-def _fields(z, planes, lateral, optics: Optics):
-    """Complex field at the 2x sub-samples of the crop, shape (n, planes, 2 size, 2 size), one chunk."""
-    k, amp, dkz = _pupil(optics)
+def _fields(z, planes, lateral, optics: Optics, pupil_samples):
+    """Complex field at the 2x sub-samples of the crop, shape (n, planes, 2 size, 2 size), one chunk.
+
+    ``pupil_samples`` is :func:`_pupil` of ``optics``, computed once per call of :func:`render`.
+    """
+    k, amp, dkz = pupil_samples
     s = int(optics.size)
     centre = (s - 1) / 2
     # Sub-sample centres (px): the two halves of every pixel, i.e. j -/+ 0.25.
@@ -214,7 +217,8 @@ def render(z_um, optics: Optics = Optics(), *, mode: str = "darkfield", lateral_
     lateral = _as_lateral(lateral_px, z.size, rng)
     s = int(optics.size)
     out = np.empty((z.size, optics.n_planes, s, s))
-    _, amp, _ = _pupil(optics)
+    sampled = _pupil(optics)
+    amp = sampled[1]
     if mode == "brightfield":
         e0 = amp.sum()  # in-focus field at the particle: every pupil sample in phase
     else:
@@ -224,7 +228,7 @@ def render(z_um, optics: Optics = Optics(), *, mode: str = "darkfield", lateral_
         scale = optics.pixel_um ** 2 * dk2 / np.sum(amp ** 2)
     for lo in range(0, z.size, _CHUNK):
         sl = slice(lo, lo + _CHUNK)
-        field = _fields(z[sl], optics.planes_um, lateral[sl], optics)
+        field = _fields(z[sl], optics.planes_um, lateral[sl], optics, sampled)
         if mode == "brightfield":
             sub = np.abs(1 + (scattering / e0) * field) ** 2
         else:
