@@ -18,6 +18,9 @@ import numpy as np
 
 from ..attitude import wahba
 
+#: Brightest image stars that converge the refined attitude before every star is matched (see :func:`refine`).
+REFINE_BRIGHT = 96
+
 # -- sky grid: declination bands split into right-ascension cells ------------------------------
 
 
@@ -251,9 +254,39 @@ def predict(rot, f, cat_vec, band_first, cell_start, items, limit, half_x0, half
     ``max_out`` into ``px, py`` (offsets) and ``pidx`` (catalog indices);
     returns their number. ``scratch`` is workspace of one int per catalog star.
     """
-    bx, by, bz = rot[2, 0], rot[2, 1], rot[2, 2]
     ex = max(abs(half_x0), abs(half_x1)) + margin
     ey = max(abs(half_y0), abs(half_y1)) + margin
+    # A catalog sorted by brightness holds the brightest max_out on the image among its first L stars as soon as
+    # at least max_out of those are on it; try an L that gives ~3 max_out on an average patch of sky first
+    # (the cone query stops at L in every cell), the whole catalog only when that falls short.
+    omega = 4.0 * ex * ey / (f * f)
+    trial = int(3.0 * max_out * 4.0 * math.pi / omega)
+    m = 0
+    if trial < limit:
+        m = _on_image(rot, f, cat_vec, band_first, cell_start, items, trial, half_x0, half_x1, half_y0, half_y1,
+                      margin, ex, ey, scratch)
+    if m < max_out:
+        m = _on_image(rot, f, cat_vec, band_first, cell_start, items, limit, half_x0, half_x1, half_y0, half_y1,
+                      margin, ex, ey, scratch)
+    if m > max_out:  # keep the brightest: the smallest catalog indices
+        sel = np.sort(scratch[:m])
+        for t in range(max_out):
+            scratch[t] = sel[t]
+        m = max_out
+    for t in range(m):
+        i = scratch[t]
+        vz = rot[2, 0] * cat_vec[i, 0] + rot[2, 1] * cat_vec[i, 1] + rot[2, 2] * cat_vec[i, 2]
+        px[t] = f * (rot[0, 0] * cat_vec[i, 0] + rot[0, 1] * cat_vec[i, 1] + rot[0, 2] * cat_vec[i, 2]) / vz
+        py[t] = f * (rot[1, 0] * cat_vec[i, 0] + rot[1, 1] * cat_vec[i, 1] + rot[1, 2] * cat_vec[i, 2]) / vz
+        pidx[t] = i
+    return m
+
+
+@nb.njit(cache=True)
+def _on_image(rot, f, cat_vec, band_first, cell_start, items, limit, half_x0, half_x1, half_y0, half_y1, margin,
+              ex, ey, scratch):
+    """Catalog indices (< ``limit``) that project onto the widened image, compacted into ``scratch``; their count."""
+    bx, by, bz = rot[2, 0], rot[2, 1], rot[2, 2]
     radius = math.atan(math.sqrt(ex * ex + ey * ey) / f) + 2e-4
     cnt = cone_query(bx, by, bz, radius, cat_vec, band_first, cell_start, items, limit, scratch)
     m = 0
@@ -270,17 +303,6 @@ def predict(rot, f, cat_vec, band_first, cell_start, items, limit, half_x0, half
             continue
         scratch[m] = i  # compact in place: m <= t
         m += 1
-    if m > max_out:  # keep the brightest: the smallest catalog indices
-        sel = np.sort(scratch[:m])
-        for t in range(max_out):
-            scratch[t] = sel[t]
-        m = max_out
-    for t in range(m):
-        i = scratch[t]
-        vz = rot[2, 0] * cat_vec[i, 0] + rot[2, 1] * cat_vec[i, 1] + rot[2, 2] * cat_vec[i, 2]
-        px[t] = f * (rot[0, 0] * cat_vec[i, 0] + rot[0, 1] * cat_vec[i, 1] + rot[0, 2] * cat_vec[i, 2]) / vz
-        py[t] = f * (rot[1, 0] * cat_vec[i, 0] + rot[1, 1] * cat_vec[i, 1] + rot[1, 2] * cat_vec[i, 2]) / vz
-        pidx[t] = i
     return m
 
 
@@ -432,8 +454,11 @@ def _fit_focal(rot, f, mx, my, cat, w):
             J[1, 3] = tv
             for a in range(4):
                 g[a] += w[i] * (J[0, a] * ru + J[1, a] * rv)
-                for b in range(4):
+                for b in range(a, 4):
                     A[a, b] += w[i] * (J[0, a] * J[0, b] + J[1, a] * J[1, b])
+        for a in range(4):
+            for b in range(a):
+                A[a, b] = A[b, a]
         step = np.linalg.solve(A, g)
         ang = math.sqrt(step[0] ** 2 + step[1] ** 2 + step[2] ** 2)
         if ang > 0:
@@ -455,7 +480,9 @@ def _fit_focal(rot, f, mx, my, cat, w):
                 for b in range(3):
                     rot[a, b] = R2[a, b]
         f += step[3]
-        if abs(step[3]) < 1e-9 * f and ang < 1e-12:
+        # Gauss-Newton converges quadratically from the matched solution: stop once the update is far
+        # below the attitude's precision (1e-10 rad = 0.02 mas) instead of spending the last iterations on rounding
+        if abs(step[3]) < 1e-9 * f and ang < 1e-10:
             break
     return f
 
@@ -492,7 +519,7 @@ def _residuals(rot, obs, local, pidx, cat_vec, keep, out):
 
 @nb.njit(cache=True)
 def refine(rot, f, dx, dy, weight, n_img, cat_vec, band_first, cell_start, items, limit, bounds, radius,
-           min_radius, fit_focal, iterations, max_pred, match, resid, scratch):
+           min_radius, fit_focal, iterations, max_pred, match, resid, scratch, n_bright=0):
     """Match every image star to the predicted catalog, then re-solve: weighted Wahba (and focal length).
 
     Matching passes: predict the catalog stars on the image, match each image
@@ -507,6 +534,11 @@ def refine(rot, f, dx, dy, weight, n_img, cat_vec, band_first, cell_start, items
     bound) are dropped and the solution repeated: a blend or a false spot next
     to a catalog star must not pull the attitude. The covariance is scaled by
     the reduced chi-square when above 1.
+
+    ``n_bright`` > 0 limits the matching passes to the brightest ``n_bright``
+    image stars (the input order) and twice as many predicted catalog stars;
+    every star is then matched once more at the settled radius before the
+    final solution.
 
     ``rot`` is updated in place; ``match`` receives each image star's catalog
     index (-1 unmatched), ``resid`` its residual angle (rad). ``scratch``: one
@@ -531,11 +563,16 @@ def refine(rot, f, dx, dy, weight, n_img, cat_vec, band_first, cell_start, items
     nm_prev = -1
     npred = 0
     r = radius
+    # the passes that converge the attitude use the brightest stars only (they carry most of the weight and the
+    # matching cost grows with the star count); one pass with every star follows before the final solution
+    n_use = min(n_img, n_bright) if n_bright > 0 else n_img
+    pred_use = min(max_pred, max(2 * n_use, 200))
+    local[n_use:] = -1
     for it in range(iterations):
         npred = predict(rot, f, cat_vec, band_first, cell_start, items, limit, bounds[0], bounds[1], bounds[2],
-                        bounds[3], 0.0, max_pred, px, py, pidx, scratch)
-        match_nearest(dx, dy, n_img, px, py, npred, r, local, dist)
-        to_vectors(dx, dy, n_img, f, obs)
+                        bounds[3], 0.0, pred_use, px, py, pidx, scratch)
+        match_nearest(dx, dy, n_use, px, py, npred, r, local, dist)
+        to_vectors(dx, dy, n_use, f, obs)
         nm = _gather(local, pidx, obs, cat_vec, weight, dx, dy, keep, o, c, w, mx, my)
         if nm < 2:
             nm = 0
@@ -546,7 +583,7 @@ def refine(rot, f, dx, dy, weight, n_img, cat_vec, band_first, cell_start, items
         wahba(o[:nm], c[:nm], w[:nm], rot)
         if fit_focal and nm >= 3:
             f = _fit_focal(rot, f, mx[:nm], my[:nm], c[:nm], w[:nm])
-            to_vectors(dx, dy, n_img, f, obs)
+            to_vectors(dx, dy, n_use, f, obs)
         if nm <= nm_prev:
             _residuals(rot, obs, local, pidx, cat_vec, keep, tmp)
             m = 0
@@ -559,6 +596,11 @@ def refine(rot, f, dx, dy, weight, n_img, cat_vec, band_first, cell_start, items
                 break  # the matches and the radius have settled
             r = r_new
         nm_prev = nm
+    if nm >= 2 and n_use < n_img:
+        npred = predict(rot, f, cat_vec, band_first, cell_start, items, limit, bounds[0], bounds[1], bounds[2],
+                        bounds[3], 0.0, max_pred, px, py, pidx, scratch)
+        match_nearest(dx, dy, n_img, px, py, npred, r, local, dist)
+        to_vectors(dx, dy, n_img, f, obs)
     if nm >= 2:
         # final: full weights, 5-sigma rejection, once more
         for rep in range(2):
@@ -791,20 +833,21 @@ def identify_frame(dx, dy, weight, f0, f_list, f_min, f_max, fit_focal, n_query,
         for a in range(3):
             for c in range(3):
                 rot[a, c] = prior[a, c]
-        # the prior's focal length is kept while matching: fitting it to a partial match can lock in a
-        # wrong scale; it is refined once the attitude is confirmed
-        f, cov, nm, rms, npred = refine(rot, f0, dx, dy, weight, n, cat_vec, band_first, cell_start, items, limit,
-                                        bounds, track_radius, 1.0, False, 3, max_pred, match, resid, scratch)
+        # the prior is confirmed with the brightest stars alone, at the prior's focal length (fitting it to a
+        # partial match can lock in a wrong scale); every star then refines the attitude (and focal length)
+        nb_ = min(n, REFINE_BRIGHT)
+        f, cov, nm, rms, npred = refine(rot, f0, dx[:nb_], dy[:nb_], weight[:nb_], nb_, cat_vec, band_first,
+                                        cell_start, items, limit, bounds, track_radius, 1.0, False, 3,
+                                        max(2 * nb_, 200), match, resid, scratch)
         if nm >= 3:
             # the prior is a single hypothesis: no multiple-test correction; the matches are counted as
             # if all had been found within the tracking radius (conservative)
             p1 = min(1.0, npred * math.pi * track_radius * track_radius / area)
-            logp = log_binom_sf(nm, n, p1)
+            logp = log_binom_sf(nm, nb_, p1)
             if logp < log_threshold:
-                if fit_focal:
-                    f, cov, nm, rms, npred = refine(rot, f, dx, dy, weight, n, cat_vec, band_first, cell_start,
-                                                    items, limit, bounds, max(1.0, 5.0 * rms * f), 1.0, True, 2,
-                                                    max_pred, match, resid, scratch)
+                f, cov, nm, rms, npred = refine(rot, f, dx, dy, weight, n, cat_vec, band_first, cell_start,
+                                                items, limit, bounds, max(1.0, 5.0 * rms * f), 1.0, fit_focal, 2,
+                                                max_pred, match, resid, scratch, REFINE_BRIGHT)
                 return 1, 1, f, logp, 0, 0, nm, rms, cov
     for skip in range(4):
         status, f, logp, ncand, npat = lost_in_space(dx, dy, n, f_list, f_min, f_max, n_query, eps, bins,
@@ -815,7 +858,8 @@ def identify_frame(dx, dy, weight, f0, f_list, f_min, f_max, fit_focal, n_query,
         if status != 1:
             break
         f, cov, nm, rms, npred = refine(rot, f, dx, dy, weight, n, cat_vec, band_first, cell_start, items, limit,
-                                        bounds, match_radius, 1.0, fit_focal, 6, max_pred, match, resid, scratch)
+                                        bounds, match_radius, 1.0, fit_focal, 6, max_pred, match, resid, scratch,
+                                        REFINE_BRIGHT)
         # the refined solution must explain the stars better than chance at its own precision (a candidate
         # with a wrong scale matches a few stars near its pattern and fails here)
         r_eff = max(1.0, 3.0 * rms * f)
