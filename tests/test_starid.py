@@ -178,3 +178,19 @@ def test_bad_arguments(kw, match):
 def test_bad_sigma(ident):
     with pytest.raises(ValueError, match="sigma"):
         ident.identify([1.0, 2, 3, 4], [1.0, 2, 3, 4], sigma=[0.1, 0.2])
+
+
+def test_tracking_never_accepts_a_half_right_attitude(ident):
+    """Priors off by about the tracking radius: each frame ends within 1 arcmin, by tracking or lost-in-space."""
+    rng = np.random.default_rng(11)
+    modes = set()
+    for _ in range(100):
+        att = random_attitude(rng)
+        x, y, flux, _ = centroids(ident, att, rng)
+        off = Attitude.from_radec_roll(att.ra + rng.uniform(-0.4, 0.4), att.dec + rng.uniform(-0.4, 0.4),
+                                       att.roll + rng.choice([-1, 1]) * rng.uniform(2.0, 6.0))
+        sol = ident.identify(x, y, sigma=0.05, flux=flux, time=T, prior=off)
+        if sol.solved:
+            modes.add(sol.mode)
+            assert np.linalg.norm(sol.attitude.error(att)) / ARCSEC < 60, sol.mode
+    assert modes == {"tracking", "lost-in-space"}

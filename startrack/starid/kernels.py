@@ -20,6 +20,8 @@ from ..attitude import wahba
 
 #: Brightest image stars that converge the refined attitude before every star is matched (see :func:`refine`).
 REFINE_BRIGHT = 96
+#: Largest residual spread (matched residuals over their CRLB, 1 for pure noise) a tracking solution may have.
+TRACK_SPREAD = 10.0
 
 # -- sky grid: declination bands split into right-ascension cells ------------------------------
 
@@ -519,7 +521,7 @@ def _residuals(rot, obs, local, pidx, cat_vec, keep, out):
 
 @nb.njit(cache=True)
 def refine(rot, f, dx, dy, weight, n_img, cat_vec, band_first, cell_start, items, limit, bounds, radius,
-           min_radius, fit_focal, iterations, max_pred, match, resid, scratch, n_bright=0):
+           min_radius, fit_focal, iterations, max_pred, match, resid, scratch, n_bright=0, focal_passes=True):
     """Match every image star to the predicted catalog, then re-solve: weighted Wahba (and focal length).
 
     Matching passes: predict the catalog stars on the image, match each image
@@ -538,7 +540,8 @@ def refine(rot, f, dx, dy, weight, n_img, cat_vec, band_first, cell_start, items
     ``n_bright`` > 0 limits the matching passes to the brightest ``n_bright``
     image stars (the input order) and twice as many predicted catalog stars;
     every star is then matched once more at the settled radius before the
-    final solution.
+    final solution. ``focal_passes=False`` keeps the focal length fixed
+    while matching and fits it (when ``fit_focal``) in the final solution only.
 
     ``rot`` is updated in place; ``match`` receives each image star's catalog
     index (-1 unmatched), ``resid`` its residual angle (rad). ``scratch``: one
@@ -581,7 +584,7 @@ def refine(rot, f, dx, dy, weight, n_img, cat_vec, band_first, cell_start, items
         for i in range(nm):
             w[i] = min(w[i], cap)
         wahba(o[:nm], c[:nm], w[:nm], rot)
-        if fit_focal and nm >= 3:
+        if fit_focal and focal_passes and nm >= 3:
             f = _fit_focal(rot, f, mx[:nm], my[:nm], c[:nm], w[:nm])
             to_vectors(dx, dy, n_use, f, obs)
         if nm <= nm_prev:
@@ -790,6 +793,18 @@ def lost_in_space(dx, dy, n_img, f_list, f_min, f_max, n_query, eps, bins, slot_
     return 0, f_list[0], 0.0, ncand, npat
 
 
+@nb.njit(cache=True)
+def _residual_spread(resid, weight, n):
+    """Median matched residual in units of its sigma, over the median of a Rayleigh(1) variable (1 for noise)."""
+    tmp = np.empty(n)
+    m = 0
+    for i in range(n):
+        if not math.isnan(resid[i]):
+            tmp[m] = resid[i] * math.sqrt(weight[i])
+            m += 1
+    return np.median(tmp[:m]) / 1.1774 if m else np.inf
+
+
 # -- one frame ----------------------------------------------------------------------------------------
 
 
@@ -833,21 +848,22 @@ def identify_frame(dx, dy, weight, f0, f_list, f_min, f_max, fit_focal, n_query,
         for a in range(3):
             for c in range(3):
                 rot[a, c] = prior[a, c]
-        # the prior is confirmed with the brightest stars alone, at the prior's focal length (fitting it to a
-        # partial match can lock in a wrong scale); every star then refines the attitude (and focal length)
-        nb_ = min(n, REFINE_BRIGHT)
-        f, cov, nm, rms, npred = refine(rot, f0, dx[:nb_], dy[:nb_], weight[:nb_], nb_, cat_vec, band_first,
-                                        cell_start, items, limit, bounds, track_radius, 1.0, False, 3,
-                                        max(2 * nb_, 200), match, resid, scratch)
-        if nm >= 3:
+        # one refinement from the prior: the brightest stars converge the attitude at the prior's focal length
+        # (fitting it to a partial match within the wide tracking radius can lock in a wrong scale), every star
+        # is then matched at the settled radius and the focal length refined with all of them; a wrong prior
+        # matches no better than chance, fails the test below, and lost-in-space takes over
+        f, cov, nm, rms, npred = refine(rot, f0, dx, dy, weight, n, cat_vec, band_first, cell_start, items, limit,
+                                        bounds, track_radius, 1.0, fit_focal, 6, max_pred, match, resid, scratch,
+                                        REFINE_BRIGHT, False)
+        # a prior off by about the tracking radius can settle on a half-right attitude (the field centre matched,
+        # the edges not): its residuals are pixels where a true match's are the centroid noise, so they must stay
+        # within TRACK_SPREAD times their CRLB (else lost-in-space decides)
+        if nm >= 3 and _residual_spread(resid, weight, n) <= TRACK_SPREAD:
             # the prior is a single hypothesis: no multiple-test correction; the matches are counted as
             # if all had been found within the tracking radius (conservative)
             p1 = min(1.0, npred * math.pi * track_radius * track_radius / area)
-            logp = log_binom_sf(nm, nb_, p1)
+            logp = log_binom_sf(nm, n, p1)
             if logp < log_threshold:
-                f, cov, nm, rms, npred = refine(rot, f, dx, dy, weight, n, cat_vec, band_first, cell_start,
-                                                items, limit, bounds, max(1.0, 5.0 * rms * f), 1.0, fit_focal, 2,
-                                                max_pred, match, resid, scratch, REFINE_BRIGHT)
                 return 1, 1, f, logp, 0, 0, nm, rms, cov
     for skip in range(4):
         status, f, logp, ncand, npat = lost_in_space(dx, dy, n, f_list, f_min, f_max, n_query, eps, bins,
