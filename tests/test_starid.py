@@ -194,3 +194,14 @@ def test_tracking_never_accepts_a_half_right_attitude(ident):
             modes.add(sol.mode)
             assert np.linalg.norm(sol.attitude.error(att)) / ARCSEC < 60, sol.mode
     assert modes == {"tracking", "lost-in-space"}
+
+
+def test_usable_stars_brightest_first():
+    from startrack.starid.kernels import usable_by_brightness
+
+    x = np.array([1.0, 2.0, np.nan, 4.0, 5.0, 6.0])
+    y = np.zeros(6)
+    s = np.array([0.1, 0.1, 0.1, 0.0, 0.1, 0.1])  # star 3: no sigma
+    flux = np.array([10.0, np.nan, 99.0, 50.0, 30.0, 20.0])
+    assert list(usable_by_brightness(x, y, s, s, flux, True)) == [4, 5, 0, 1]  # NaN flux last, bad stars out
+    assert list(usable_by_brightness(x, y, s, s, flux, False)) == [0, 1, 4, 5]

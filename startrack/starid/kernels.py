@@ -270,8 +270,8 @@ def predict(rot, f, cat_vec, band_first, cell_start, items, limit, half_x0, half
     if m < max_out:
         m = _on_image(rot, f, cat_vec, band_first, cell_start, items, limit, half_x0, half_x1, half_y0, half_y1,
                       margin, ex, ey, scratch)
-    if m > max_out:  # keep the brightest: the smallest catalog indices
-        sel = np.sort(scratch[:m])
+    if m > max_out:  # keep the brightest: the smallest catalog indices (in any order)
+        sel = np.partition(scratch[:m], max_out - 1)
         for t in range(max_out):
             scratch[t] = sel[t]
         m = max_out
@@ -314,7 +314,7 @@ def match_nearest(ax, ay, na, bx, by, nb_, radius, match, dist):
 
     One-to-one: when two a's claim the same b the nearer keeps it. ``match``
     receives the b index (-1 for none), ``dist`` the distance; returns the
-    number matched. Points are bucketed on a grid of ``radius``-sized cells.
+    number matched. Points b are bucketed on a grid of cells at least ``radius`` wide (about one point each).
     """
     if na == 0 or nb_ == 0:
         for i in range(na):
@@ -329,7 +329,8 @@ def match_nearest(ax, ay, na, bx, by, nb_, radius, match, dist):
         x1 = max(x1, bx[j])
         y0 = min(y0, by[j])
         y1 = max(y1, by[j])
-    cell = max(radius, max(x1 - x0, y1 - y0) / 64.0, 1e-9)
+    # about one point per cell: smaller cells cost more to build than the searches they save
+    cell = max(radius, math.sqrt((x1 - x0) * (y1 - y0) / nb_), max(x1 - x0, y1 - y0) / 256.0, 1e-9)
     nx = int((x1 - x0) / cell) + 1
     ny = int((y1 - y0) / cell) + 1
     start = np.zeros(nx * ny + 1, np.int64)
@@ -349,11 +350,14 @@ def match_nearest(ax, ay, na, bx, by, nb_, radius, match, dist):
     r2 = radius * radius
     for i in range(na):
         match[i] = -1
-        gx = int(math.floor((ax[i] - x0) / cell))
-        gy = int(math.floor((ay[i] - y0) / cell))
+        # only the cells the search disc touches: one, mostly, as cells are wider than the radius
+        gx0 = int(math.floor((ax[i] - radius - x0) / cell))
+        gx1 = int(math.floor((ax[i] + radius - x0) / cell))
+        gy0 = int(math.floor((ay[i] - radius - y0) / cell))
+        gy1 = int(math.floor((ay[i] + radius - y0) / cell))
         best = r2
-        for yy in range(max(gy - 1, 0), min(gy + 1, ny - 1) + 1):
-            for xx in range(max(gx - 1, 0), min(gx + 1, nx - 1) + 1):
+        for yy in range(max(gy0, 0), min(gy1, ny - 1) + 1):
+            for xx in range(max(gx0, 0), min(gx1, nx - 1) + 1):
                 c = xx + nx * yy
                 for t in range(start[c], start[c + 1]):
                     j = members[t]
@@ -604,6 +608,7 @@ def refine(rot, f, dx, dy, weight, n_img, cat_vec, band_first, cell_start, items
                         bounds[3], 0.0, max_pred, px, py, pidx, scratch)
         match_nearest(dx, dy, n_img, px, py, npred, r, local, dist)
         to_vectors(dx, dy, n_img, f, obs)
+    settled = False
     if nm >= 2:
         # final: full weights, 5-sigma rejection, once more
         for rep in range(2):
@@ -624,12 +629,17 @@ def refine(rot, f, dx, dy, weight, n_img, cat_vec, band_first, cell_start, items
                     tmp[m] = resid[i] * math.sqrt(weight[i])
                     m += 1
             scale = max(1.0, np.median(tmp[:m]) / 1.1774)  # median of a Rayleigh(1) variable
+            dropped = False
             for i in range(n_img):
                 if local[i] >= 0 and keep[i] and resid[i] * math.sqrt(weight[i]) > 5.0 * scale:
                     keep[i] = False
+                    dropped = True
+            if not dropped:
+                settled = True  # the same stars would give the same solution again: resid is final
+                break
     ss = 0.0
     chi2 = 0.0
-    if nm >= 2:
+    if nm >= 2 and not settled:
         _residuals(rot, obs, local, pidx, cat_vec, keep, resid)
     for i in range(n_img):
         match[i] = -1
@@ -806,6 +816,25 @@ def _residual_spread(resid, weight, n):
 
 
 # -- one frame ----------------------------------------------------------------------------------------
+
+
+@nb.njit(cache=True)
+def usable_by_brightness(x, y, sx, sy, flux, use_flux):
+    """Indices of the stars with finite positions and positive sigmas, brightest first.
+
+    Stars without a finite ``flux`` come last; without ``use_flux`` the input
+    order is kept (taken as brightest first).
+    """
+    n = x.shape[0]
+    idx = np.empty(n, np.int64)
+    key = np.empty(n)
+    m = 0
+    for i in range(n):
+        if math.isfinite(x[i] + y[i] + sx[i] + sy[i]) and sx[i] > 0 and sy[i] > 0:
+            idx[m] = i
+            key[m] = (-flux[i] if math.isfinite(flux[i]) else np.inf) if use_flux else 0.0
+            m += 1
+    return idx[:m][np.argsort(key[:m], kind="mergesort")]
 
 
 @nb.njit(cache=True)

@@ -240,14 +240,11 @@ class StarIdentifier:
         if len(y) != n_in:
             raise ValueError(f"x and y must have the same length, got {n_in} and {len(y)}")
         sx, sy = _sigmas(sigma, n_in)
-        good = np.isfinite(x + y + sx + sy) & (sx > 0) & (sy > 0)
         if flux is not None:
             fl = np.asarray(flux, dtype=float).ravel()
             if len(fl) != n_in:
                 raise ValueError(f"flux must have one value per star ({n_in}), got {len(fl)}")
-            order = np.argsort(-np.where(good & np.isfinite(fl), fl, -np.inf), kind="stable")[:int(good.sum())]
-        else:
-            order = np.flatnonzero(good)
+        order = K.usable_by_brightness(x, y, sx, sy, x if flux is None else fl, flux is not None)
         n = len(order)
         if n < 3:
             return self._fail(n_in, t0, f"only {n} usable star(s); at least 3 are needed")
