@@ -110,13 +110,14 @@ def frame_time(fr, k):
 def run_startrack(ident, fr, *, prior_sigma=None, seed=0, sequence=False):
     """Solve every frame; returns per-frame arrays.
 
-    ``sequence``: before each timed solve, solve the same centroids once untimed at the same epoch, as the
-    previous frame of a sequence would (same sky, apparent places already computed). Without it every frame
-    has a new epoch: the apparent places are recomputed just before the solve (~30 ms of astropy, which
-    evicts the solver's data from the CPU caches).
+    ``sequence``: before each timed solve, solve the same centroids once untimed at the same epoch and in the
+    same mode (tracking from another draw of the prior), as the previous frame of a sequence would be (same
+    sky, apparent places already computed). Without it every frame has a new epoch: the apparent places are
+    recomputed just before the solve (~30 ms of astropy, which evicts the solver's data from the CPU caches).
     """
     n = len(fr["start"]) - 1
     rng = np.random.default_rng(seed)
+    rng_previous = np.random.default_rng(seed + 1000)
     out = {k: np.full(n, np.nan) for k in ("err", "z_rms", "z_x", "z_y", "z_roll", "time_ms", "f", "fov",
                                             "n_matched", "p_false")}
     out["solved"] = np.zeros(n, bool)
@@ -126,7 +127,8 @@ def run_startrack(ident, fr, *, prior_sigma=None, seed=0, sequence=False):
         t = frame_time(fr, k)
         ident.catalog_vectors(t)  # apparent places: once per minute of frame time, outside the timing
         if sequence:
-            ident.identify(x, y, sigma=(xe, ye), flux=fl, time=t)
+            previous = None if prior_sigma is None else _perturb(truth(fr, k), prior_sigma, rng_previous)
+            ident.identify(x, y, sigma=(xe, ye), flux=fl, time=t, prior=previous)
         prior = None
         if prior_sigma is not None:
             prior = _perturb(truth(fr, k), prior_sigma, rng)

@@ -534,7 +534,7 @@ def refine(rot, f, dx, dy, weight, n_img, cat_vec, band_first, cell_start, items
     weights capped at their median, so that no single bright star can hold
     a not-yet-right solution in place. Once the number of matches stops
     growing the radius shrinks to 5 robust sigmas (1.4826 x the median
-    distance), not below ``min_radius`` px. The final solution uses the full
+    distance), not below ``min_radius`` px, until it settles. The final solution uses the full
     weights ``weight`` (1/rad^2); stars beyond 5 sigma (their CRLB, scaled up
     by the robust spread of all residuals when the model fits worse than the
     bound) are dropped and the solution repeated: a blend or a false spot next
@@ -599,8 +599,8 @@ def refine(rot, f, dx, dy, weight, n_img, cat_vec, band_first, cell_start, items
                     tmp[m] = tmp[i] * f
                     m += 1
             r_new = max(min_radius, min(r, 5.0 * 1.4826 * np.median(tmp[:m])))
-            if nm == nm_prev and r_new >= 0.9 * r:
-                break  # the matches and the radius have settled
+            if r_new >= 0.9 * r:
+                break  # the radius has settled: another pass would find the same matches
             r = r_new
         nm_prev = nm
     if nm >= 2 and n_use < n_img:
