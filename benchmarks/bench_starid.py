@@ -363,6 +363,10 @@ def main(argv=None):
         rows.append(summary("startrack tracking, in a sequence", run_startrack(ident, fr, prior_sigma=0.05, seed=1,
                                                                               sequence=True), n))
         crep["tracking_modes"] = {m: int((trk["mode"] == m).sum()) for m in np.unique(trk["mode"])}
+        for sigma in (0.15, 1.0):  # priors off by about the tracking radius must fall back, never mislead
+            far = run_startrack(ident, fr, prior_sigma=sigma, seed=2)
+            rows.append(summary(f"startrack tracking, prior off by {sigma:g} deg", far, n))
+            crep[f"tracking_modes_prior_{sigma:g}"] = {m: int((far["mode"] == m).sum()) for m in np.unique(far["mode"])}
         crep["where_time_goes_ms"] = where_time_goes(ident, fr)
 
         wrong = StarIdentifier(cam.with_focal_length(1.03 * cam.focal_length_px))
