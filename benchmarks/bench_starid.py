@@ -178,10 +178,7 @@ def where_time_goes(ident, fr, n=100):
             ident.identify(x, y, sigma=(xe, ye), flux=fl, time=t, prior=sol).time_ms)
         o = np.argsort(-fl, kind="stable")
         cam = ident.camera
-        dx = x[o] - cam.principal_point[0]
-        dy = y[o] - cam.principal_point[1]
-        w = np.empty(len(o))
-        K.pinhole_weights(dx, dy, xe[o], ye[o], cam.focal_length_px, w)
+        dx, dy, w = K.pinhole_offsets(x, y, xe, ye, o, *cam.principal_point, cam.focal_length_px)
         m = len(o)
         rot = np.empty((3, 3))
         match = np.empty(m, np.int64)

@@ -277,10 +277,33 @@ def predict(rot, f, cat_vec, band_first, cell_start, items, limit, half_x0, half
         m = max_out
     for t in range(m):
         i = scratch[t]
-        vz = rot[2, 0] * cat_vec[i, 0] + rot[2, 1] * cat_vec[i, 1] + rot[2, 2] * cat_vec[i, 2]
-        px[t] = f * (rot[0, 0] * cat_vec[i, 0] + rot[0, 1] * cat_vec[i, 1] + rot[0, 2] * cat_vec[i, 2]) / vz
-        py[t] = f * (rot[1, 0] * cat_vec[i, 0] + rot[1, 1] * cat_vec[i, 1] + rot[1, 2] * cat_vec[i, 2]) / vz
+        px[t], py[t] = _project(rot, f, cat_vec, i)
         pidx[t] = i
+    return m
+
+
+@nb.njit(cache=True)
+def _project(rot, f, cat_vec, i):
+    """Pixel offsets (f v_x / v_z, f v_y / v_z) of catalog star ``i`` for attitude ``rot``; NaN behind the camera."""
+    vz = rot[2, 0] * cat_vec[i, 0] + rot[2, 1] * cat_vec[i, 1] + rot[2, 2] * cat_vec[i, 2]
+    if vz <= 0:
+        return np.nan, np.nan
+    return (f * (rot[0, 0] * cat_vec[i, 0] + rot[0, 1] * cat_vec[i, 1] + rot[0, 2] * cat_vec[i, 2]) / vz,
+            f * (rot[1, 0] * cat_vec[i, 0] + rot[1, 1] * cat_vec[i, 1] + rot[1, 2] * cat_vec[i, 2]) / vz)
+
+
+@nb.njit(cache=True)
+def _reproject(rot, f, cat_vec, cand, ncand, bounds, px, py, pidx):
+    """Offsets of the candidate catalog stars ``cand[:ncand]`` that fall on the image now; their count."""
+    m = 0
+    for t in range(ncand):
+        i = cand[t]
+        x, y = _project(rot, f, cat_vec, i)
+        if bounds[0] <= x <= bounds[1] and bounds[2] <= y <= bounds[3]:  # False for NaN
+            px[m] = x
+            py[m] = y
+            pidx[m] = i
+            m += 1
     return m
 
 
@@ -294,14 +317,8 @@ def _on_image(rot, f, cat_vec, band_first, cell_start, items, limit, half_x0, ha
     m = 0
     for t in range(cnt):
         i = scratch[t]
-        vz = rot[2, 0] * cat_vec[i, 0] + rot[2, 1] * cat_vec[i, 1] + rot[2, 2] * cat_vec[i, 2]
-        if vz <= 0:
-            continue
-        x = f * (rot[0, 0] * cat_vec[i, 0] + rot[0, 1] * cat_vec[i, 1] + rot[0, 2] * cat_vec[i, 2]) / vz
-        if x < half_x0 - margin or x > half_x1 + margin:
-            continue
-        y = f * (rot[1, 0] * cat_vec[i, 0] + rot[1, 1] * cat_vec[i, 1] + rot[1, 2] * cat_vec[i, 2]) / vz
-        if y < half_y0 - margin or y > half_y1 + margin:
+        x, y = _project(rot, f, cat_vec, i)
+        if not (half_x0 - margin <= x <= half_x1 + margin and half_y0 - margin <= y <= half_y1 + margin):
             continue
         scratch[m] = i  # compact in place: m <= t
         m += 1
@@ -486,9 +503,9 @@ def _fit_focal(rot, f, mx, my, cat, w):
                 for b in range(3):
                     rot[a, b] = R2[a, b]
         f += step[3]
-        # Gauss-Newton converges quadratically from the matched solution: stop once the update is far
-        # below the attitude's precision (1e-10 rad = 0.02 mas) instead of spending the last iterations on rounding
-        if abs(step[3]) < 1e-9 * f and ang < 1e-10:
+        # Gauss-Newton converges quadratically from the matched solution: after a step of 1e-6 (rad, or relative
+        # in f) what is left is ~1e-12, far below any attitude's precision, so no further iteration is needed
+        if abs(step[3]) < 1e-6 * f and ang < 1e-6:
             break
     return f
 
@@ -575,9 +592,13 @@ def refine(rot, f, dx, dy, weight, n_img, cat_vec, band_first, cell_start, items
     n_use = min(n_img, n_bright) if n_bright > 0 else n_img
     pred_use = min(max_pred, max(2 * n_use, 200))
     local[n_use:] = -1
+    # the catalog query runs once: later passes re-project these candidates (the attitude moves by less than
+    # the margin between passes)
+    cand = np.empty(pred_use, np.int64)
+    ncand = predict(rot, f, cat_vec, band_first, cell_start, items, limit, bounds[0], bounds[1], bounds[2],
+                    bounds[3], 2.0 * r, pred_use, px, py, cand, scratch)
     for it in range(iterations):
-        npred = predict(rot, f, cat_vec, band_first, cell_start, items, limit, bounds[0], bounds[1], bounds[2],
-                        bounds[3], 0.0, pred_use, px, py, pidx, scratch)
+        npred = _reproject(rot, f, cat_vec, cand, ncand, bounds, px, py, pidx)
         match_nearest(dx, dy, n_use, px, py, npred, r, local, dist)
         to_vectors(dx, dy, n_use, f, obs)
         nm = _gather(local, pidx, obs, cat_vec, weight, dx, dy, keep, o, c, w, mx, my)
@@ -838,20 +859,29 @@ def usable_by_brightness(x, y, sx, sy, flux, use_flux):
 
 
 @nb.njit(cache=True)
-def pinhole_weights(dx, dy, sx, sy, f, out):
-    """1/sigma^2 (rad^-2) of each direction from its pixel sigmas, for an ideal pinhole camera.
+def pinhole_offsets(x, y, sx, sy, order, cx, cy, f):
+    """Offsets from the principal point (cx, cy) of stars ``order`` and their 1/sigma^2 (rad^-2), ideal pinhole.
 
     The columns of d(unit vector)/d(x, y) have squared lengths
     ``(1 - v_k^2) / (|w| f)^2`` (v the unit vector, w = (u, v, 1)).
+    Returns ``(dx, dy, weight)``.
     """
-    for i in range(dx.shape[0]):
-        u = dx[i] / f
-        v = dy[i] / f
+    n = order.shape[0]
+    dx = np.empty(n)
+    dy = np.empty(n)
+    out = np.empty(n)
+    for t in range(n):
+        i = order[t]
+        dx[t] = x[i] - cx
+        dy[t] = y[i] - cy
+        u = dx[t] / f
+        v = dy[t] / f
         n2 = u * u + v * v + 1.0
         vx2 = u * u / n2
         vy2 = v * v / n2
         var = 0.5 * (sx[i] * sx[i] * (1.0 - vx2) + sy[i] * sy[i] * (1.0 - vy2)) / (n2 * f * f)
-        out[i] = 1.0 / var
+        out[t] = 1.0 / var
+    return dx, dy, out
 
 
 @nb.njit(cache=True)

@@ -256,13 +256,10 @@ class StarIdentifier:
         use_prior = prior is not None and tracking
         if not use_prior and n < 4:
             return self._fail(n_in, t0, f"only {n} usable stars; lost-in-space needs at least 4")
-        xs, ys, sxs, sys_ = x[order], y[order], sx[order], sy[order]
         if cam.distortion is None:
-            dx = xs - cam.principal_point[0]
-            dy = ys - cam.principal_point[1]
-            weight = np.empty(n)
-            K.pinhole_weights(dx, dy, sxs, sys_, f0, weight)
+            dx, dy, weight = K.pinhole_offsets(x, y, sx, sy, order, *cam.principal_point, f0)
         else:
+            xs, ys, sxs, sys_ = x[order], y[order], sx[order], sy[order]
             u, v = cam.normalized(xs, ys)
             dx, dy = u * f0, v * f0
             weight = 1.0 / cam.angular_sigma(xs, ys, sxs, sys_) ** 2
