@@ -859,6 +859,21 @@ def usable_by_brightness(x, y, sx, sy, flux, use_flux):
 
 
 @nb.njit(cache=True)
+def per_input_star(order, match, resid, n_in, cat_hip):
+    """Catalog index (-1), HIP number (0) and residual (NaN) of each input star, from the ordered results."""
+    full = np.full(n_in, -1, np.int64)
+    hip = np.zeros(n_in, np.int64)
+    res = np.full(n_in, np.nan)
+    for t in range(order.shape[0]):
+        i = order[t]
+        full[i] = match[t]
+        res[i] = resid[t]
+        if match[t] >= 0:
+            hip[i] = cat_hip[match[t]]
+    return full, hip, res
+
+
+@nb.njit(cache=True)
 def pinhole_offsets(x, y, sx, sy, order, cx, cy, f):
     """Offsets from the principal point (cx, cy) of stars ``order`` and their 1/sigma^2 (rad^-2), ideal pinhole.
 

@@ -177,6 +177,7 @@ class StarIdentifier:
         self._key = self._last_time = ()
         self._scratch = np.empty(len(catalog), np.int64)  # kernel workspace: one identifier per thread
         self._eye = np.eye(3)
+        self._hip = np.ascontiguousarray(catalog.hip, np.int64)
 
     @classmethod
     def blind(cls, width, height, fov_range, **kw) -> "StarIdentifier":
@@ -286,11 +287,7 @@ class StarIdentifier:
             f, cov, nm, rms, _ = K.refine(rot, f, u * f, v * f, weight, n, vec, *self._grid, self._limit,
                                           self.bounds, 2.0, 1.0, True, 2, max(2 * n, 200), match, resid,
                                           self._scratch)
-        full = np.full(n_in, -1, np.int64)
-        full[order] = match
-        res = np.full(n_in, np.nan)
-        res[order] = resid / ARCSEC
-        hip = np.where(full >= 0, self.catalog.hip[full], 0)
+        full, hip, res = K.per_input_star(order, match, resid / ARCSEC, n_in, self._hip)
         sol = Solution("solved", "", Attitude(rot, cov), f, math.degrees(2 * math.atan(cam.width / 2.0 / f)),
                        full, hip, res, int(nm), rms / ARCSEC, math.exp(logp), mode, 0.0, int(ncand), int(npat))
         sol.time_ms = (perf_counter_ns() - t0) / 1e6
