@@ -20,6 +20,8 @@ from ..attitude import wahba
 
 #: Brightest image stars that converge the refined attitude before every star is matched (see :func:`refine`).
 REFINE_BRIGHT = 96
+#: Median of a Rayleigh(1) variable, sqrt(2 ln 2): the median 2-D residual in units of its per-axis sigma.
+_RAYLEIGH_MEDIAN = math.sqrt(2.0 * math.log(2.0))
 #: Largest residual spread (matched residuals over their CRLB, 1 for pure noise) a tracking solution may have.
 TRACK_SPREAD = 10.0
 
@@ -256,6 +258,19 @@ def predict(rot, f, cat_vec, band_first, cell_start, items, limit, half_x0, half
     ``max_out`` into ``px, py`` (offsets) and ``pidx`` (catalog indices);
     returns their number. ``scratch`` is workspace of one int per catalog star.
     """
+    m = _brightest_on_image(rot, f, cat_vec, band_first, cell_start, items, limit, half_x0, half_x1, half_y0,
+                            half_y1, margin, max_out, scratch)
+    for t in range(m):
+        i = scratch[t]
+        px[t], py[t] = _project(rot, f, cat_vec, i)
+        pidx[t] = i
+    return m
+
+
+@nb.njit(cache=True)
+def _brightest_on_image(rot, f, cat_vec, band_first, cell_start, items, limit, half_x0, half_x1, half_y0, half_y1,
+                        margin, max_out, scratch):
+    """Indices of the brightest ``max_out`` catalog stars (< ``limit``) on the widened image, into ``scratch``."""
     ex = max(abs(half_x0), abs(half_x1)) + margin
     ey = max(abs(half_y0), abs(half_y1)) + margin
     # A catalog sorted by brightness holds the brightest max_out on the image among its first L stars as soon as
@@ -275,10 +290,6 @@ def predict(rot, f, cat_vec, band_first, cell_start, items, limit, half_x0, half
         for t in range(max_out):
             scratch[t] = sel[t]
         m = max_out
-    for t in range(m):
-        i = scratch[t]
-        px[t], py[t] = _project(rot, f, cat_vec, i)
-        pidx[t] = i
     return m
 
 
@@ -594,9 +605,9 @@ def refine(rot, f, dx, dy, weight, n_img, cat_vec, band_first, cell_start, items
     local[n_use:] = -1
     # the catalog query runs once: later passes re-project these candidates (the attitude moves by less than
     # the margin between passes)
-    cand = np.empty(pred_use, np.int64)
-    ncand = predict(rot, f, cat_vec, band_first, cell_start, items, limit, bounds[0], bounds[1], bounds[2],
-                    bounds[3], 2.0 * r, pred_use, px, py, cand, scratch)
+    ncand = _brightest_on_image(rot, f, cat_vec, band_first, cell_start, items, limit, bounds[0], bounds[1],
+                                bounds[2], bounds[3], 2.0 * r, pred_use, scratch)
+    cand = scratch[:ncand].copy()
     for it in range(iterations):
         npred = _reproject(rot, f, cat_vec, cand, ncand, bounds, px, py, pidx)
         match_nearest(dx, dy, n_use, px, py, npred, r, local, dist)
@@ -649,7 +660,7 @@ def refine(rot, f, dx, dy, weight, n_img, cat_vec, band_first, cell_start, items
                 if local[i] >= 0 and keep[i]:
                     tmp[m] = resid[i] * math.sqrt(weight[i])
                     m += 1
-            scale = max(1.0, np.median(tmp[:m]) / 1.1774)  # median of a Rayleigh(1) variable
+            scale = max(1.0, np.median(tmp[:m]) / _RAYLEIGH_MEDIAN)
             dropped = False
             for i in range(n_img):
                 if local[i] >= 0 and keep[i] and resid[i] * math.sqrt(weight[i]) > 5.0 * scale:
@@ -826,14 +837,14 @@ def lost_in_space(dx, dy, n_img, f_list, f_min, f_max, n_query, eps, bins, slot_
 
 @nb.njit(cache=True)
 def _residual_spread(resid, weight, n):
-    """Median matched residual in units of its sigma, over the median of a Rayleigh(1) variable (1 for noise)."""
+    """Median matched residual in units of its sigma, over that of pure noise (1 for residuals at the CRLB)."""
     tmp = np.empty(n)
     m = 0
     for i in range(n):
         if not math.isnan(resid[i]):
             tmp[m] = resid[i] * math.sqrt(weight[i])
             m += 1
-    return np.median(tmp[:m]) / 1.1774 if m else np.inf
+    return np.median(tmp[:m]) / _RAYLEIGH_MEDIAN if m else np.inf
 
 
 # -- one frame ----------------------------------------------------------------------------------------
