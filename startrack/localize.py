@@ -21,7 +21,7 @@ from astropy.table import Table
 
 from .crlb import PARAMS, _accumulate, param_mask
 from .detect import as_image, as_positions, cg_window, median_inplace, roi_shape
-from .psf import PSFModel, origin, render_one
+from .psf import PSFModel, origin, render_one, work_shape
 from .sensor import Sensor
 
 __all__ = ["localize", "FLAGS"]
@@ -138,7 +138,7 @@ def _fit_kernel(data, weight, x0, y0, theta, kind, params, table, free, floor, t
     per = (n + nthreads - 1) // nthreads
     for t in nb.prange(nthreads):
         r = np.empty((6, ny, nx))
-        work = np.empty((6, max(ny, nx)))
+        work = np.empty(work_shape(ny, nx))
         g = np.empty(4)
         F = np.empty((4, 4))
         H = np.empty((4, 4))
@@ -150,13 +150,14 @@ def _fit_kernel(data, weight, x0, y0, theta, kind, params, table, free, floor, t
         th = np.empty(4)
         tr = np.empty(4)
         unit = np.empty(4)
+        scratch = np.empty((2, ny * nx))
         for k in range(t * per, min(n, (t + 1) * per)):
             if not use[k]:
                 continue
             for a in range(4):
                 th[a] = theta[k, a]
             render_one(kind, params, table, th[0], th[1], x0[k], y0[k], r, work, True)
-            L = _accumulate(r, data[k], weight[k], th[2], th[3], floor, True, g, F, H)
+            L = _accumulate(r, data[k], weight[k], th[2], th[3], floor, g, F, H, scratch)
             if not L > -np.inf:
                 status[k] = 3
                 continue
@@ -189,7 +190,7 @@ def _fit_kernel(data, weight, x0, y0, theta, kind, params, table, free, floor, t
                 it += 1
                 _propose(th, step, free, max_step, x0[k], y0[k], nx, ny, tr)
                 render_one(kind, params, table, tr[0], tr[1], x0[k], y0[k], r, work, True)
-                Lt = _accumulate(r, data[k], weight[k], tr[2], tr[3], floor, True, gt, Ft, Ht)
+                Lt = _accumulate(r, data[k], weight[k], tr[2], tr[3], floor, gt, Ft, Ht, scratch)
                 if Lt >= L - 1e-12 * abs(L):
                     L = Lt
                     for a in range(4):
