@@ -128,15 +128,16 @@ def _propose(th, step, free, max_step, x0, y0, nx, ny, out):
 
 @nb.njit(cache=True, parallel=True)
 def _fit_kernel(data, weight, x0, y0, theta, kind, params, table, free, floor, tol, max_step, max_iter,
-                use, cov, loglike, iters, status, nthreads):
+                use, var, loglike, iters, status, nthreads):
     """Damped Newton fit of every star to convergence, one star after another per thread.
 
     Steps use the observed Hessian of the log-likelihood when it is
     positive definite (quadratic convergence, as in the small-PSF paper)
     and the Fisher matrix otherwise (scoring: always an ascent direction);
     Levenberg–Marquardt damping rejects steps that lower the likelihood.
-    ``theta`` holds the start and receives the estimate; ``status``: 1
-    converged, 2 iteration limit, 3 model mean not positive at the start.
+    ``theta`` holds the start and receives the estimate, ``var`` the CRLB
+    variances; ``status``: 1 converged, 2 iteration limit, 3 model mean not
+    positive at the start; stars with ``use`` False are left untouched.
     Work arrays are per thread, so the loop allocates nothing per star.
     """
     n, ny, nx = data.shape
@@ -218,31 +219,30 @@ def _fit_kernel(data, weight, x0, y0, theta, kind, params, table, free, floor, t
             loglike[k] = L
             iters[k] = it
             status[k] = st
-            _inverse_free(F, free, M, dinv, unit, gt, cov[k])
+            _inverse_free(F, free, M, dinv, unit, gt, Ht)  # the trial point's arrays are free now
+            for a in range(4):
+                var[k, a] = Ht[a, a]
 
 
-@nb.njit(cache=True, parallel=True)
-def _gather(img, mask, use_mask, xy, use_cg, free_xy, ny, nx, offset, gain, shift, floor, saturation, below,
-            nthreads):
+@nb.njit(cache=True, parallel=True, error_model="numpy")
+def _gather(img, mask, use_mask, xy, use_cg, free_xy, offset, gain, shift, floor, saturation, below,
+            start, data, weight, x0, y0, flags, nthreads):
     """Start position and ROI of every star, cut from the raw frame in one pass.
 
     With ``use_cg`` the start is the centre of gravity of the window around
     the given position (on raw DN: CG is affine-invariant in intensity),
     for the free coordinates; a window without positive signal keeps the
     given position and is flagged ``bad_start``. The ROI is then centred on
-    the pixel holding the start. Returns the start (x, y, flux, background),
+    the pixel holding the start. Fills the start (x, y, flux, background),
     the data ``(P - s0)/K + read_noise^2``, 0/1 weights (0 for off-image,
     non-finite, masked and saturated pixels), the ROI origins and the flags
-    describing what was left out.
+    describing what was left out. The caller's arrays are reused from chunk
+    to chunk: fresh ones would cost a page fault per 4 kB, more than the copy.
     """
     n = xy.shape[0]
     h, w = img.shape
-    data = np.zeros((n, ny, nx))
-    weight = np.zeros((n, ny, nx))
-    flags = np.zeros(n, np.int64)
-    start = np.zeros((n, 4))
-    x0 = np.zeros(n, np.int64)
-    y0 = np.zeros(n, np.int64)
+    ny, nx = data.shape[1], data.shape[2]
+    inv_gain = 1.0 / gain
     per = (n + nthreads - 1) // nthreads
     for t in nb.prange(nthreads):
         ring = np.empty(2 * (ny + nx))
@@ -251,6 +251,10 @@ def _gather(img, mask, use_mask, xy, use_cg, free_xy, ny, nx, offset, gain, shif
             sx = xy[k, 0]
             sy = xy[k, 1]
             f = 0
+            data[k] = 0.0
+            weight[k] = 0.0
+            start[k, 2] = 0.0
+            start[k, 3] = 0.0
             cx0 = origin(sx, nx)
             cy0 = origin(sy, ny)
             if use_cg:
@@ -287,7 +291,7 @@ def _gather(img, mask, use_mask, xy, use_cg, free_xy, ny, nx, offset, gain, shif
                     if p >= saturation:
                         f |= 4
                         continue
-                    d = (p - offset) / gain + shift
+                    d = (p - offset) * inv_gain + shift
                     data[k, i, j] = d
                     weight[k, i, j] = 1.0
                     used += 1
@@ -304,13 +308,12 @@ def _gather(img, mask, use_mask, xy, use_cg, free_xy, ny, nx, offset, gain, shif
             if used == 0:
                 continue
             if same and not f & 4:  # the median commutes with the increasing map DN -> e-
-                ring_median = (cg[3] - offset) / gain + shift
+                ring_median = (cg[3] - offset) * inv_gain + shift
             else:
                 ring_median = median_inplace(ring, m) if m > 0 else lo
             bg = max(ring_median - floor, -0.5 * floor)
             start[k, 2] = max(total - used * (bg + floor), 1.0)
             start[k, 3] = bg
-    return start, data, weight, x0, y0, flags
 
 
 def _column_or(value, positions, col, n, name):
@@ -426,7 +429,7 @@ def localize(image, positions, model: PSFModel, sensor: Sensor | None = None, *,
     flags[~on_img] |= FLAGS["no_fit"]
     start_xy = np.where(on_img[:, None], xy, np.nan)
     theta = np.full((n, 4), np.nan)
-    cov = np.full((n, 4, 4), np.nan)
+    var = np.full((n, 4), np.nan)
     loglike = np.full(n, np.nan)
     iters = np.zeros(n, np.int64)
     status = np.zeros(n, np.int64)
@@ -439,44 +442,46 @@ def localize(image, positions, model: PSFModel, sensor: Sensor | None = None, *,
     params = np.ascontiguousarray(model.params, np.float64)
     table = np.ascontiguousarray(model.table, np.float64)
     nthreads = nb.get_num_threads()
+    size = min(n, _CHUNK)
+    th, data, weight = np.empty((size, 4)), np.empty((size, ny, nx)), np.empty((size, ny, nx))
+    x0, y0, f = np.empty(size, np.int64), np.empty(size, np.int64), np.empty(size, np.int64)
+    v, ll, it, stt = np.empty((size, 4)), np.empty(size), np.empty(size, np.int64), np.empty(size, np.int64)
     for lo in range(0, n, _CHUNK):
         idx = np.flatnonzero(on_img[lo:lo + _CHUNK]) + lo
-        if idx.size == 0:
+        m = idx.size
+        if m == 0:
             continue
-        th, data, weight, x0, y0, f = _gather(img, mask_arr, use_mask, np.ascontiguousarray(xy[idx]),
-                                              start == "cg", free[:2].copy(), ny, nx, sensor.offset, sensor.gain,
-                                              sensor.read_noise ** 2, floor, sat, below, nthreads)
-        enough = weight.sum(axis=(1, 2)) >= min_pixels
-        flags[idx] |= f | np.where(enough, 0, FLAGS["no_fit"])
-        start_xy[idx] = th[:, :2]
+        _gather(img, mask_arr, use_mask, np.ascontiguousarray(xy[idx]), start == "cg", free[:2].copy(),
+                sensor.offset, sensor.gain, sensor.read_noise ** 2, floor, sat, below,
+                th[:m], data[:m], weight[:m], x0[:m], y0[:m], f[:m], nthreads)
+        enough = weight[:m].sum(axis=(1, 2)) >= min_pixels
+        flags[idx] |= f[:m] | np.where(enough, 0, FLAGS["no_fit"])
+        start_xy[idx] = th[:m, :2]
         if not free[2]:
-            th[:, 2] = fixed_flux[idx]
+            th[:m, 2] = fixed_flux[idx]
         if not free[3]:
-            th[:, 3] = fixed_bg[idx]
-        c = np.full((idx.size, 4, 4), np.nan)
-        ll = np.full(idx.size, np.nan)
-        it = np.zeros(idx.size, np.int64)
-        stt = np.zeros(idx.size, np.int64)
-        _fit_kernel(data, weight, x0, y0, th, model.kind, params, table, free, floor, float(tol),
-                    float(max_step), int(max_iter), enough, c, ll, it, stt, nthreads)
-        theta[idx], cov[idx], loglike[idx], iters[idx], status[idx] = th, c, ll, it, stt
+            th[:m, 3] = fixed_bg[idx]
+        v[:m], ll[:m], it[:m], stt[:m] = np.nan, np.nan, 0, 0
+        _fit_kernel(data[:m], weight[:m], x0[:m], y0[:m], th[:m], model.kind, params, table, free, floor,
+                    float(tol), float(max_step), int(max_iter), enough, v[:m], ll[:m], it[:m], stt[:m], nthreads)
+        theta[idx], var[idx], loglike[idx], iters[idx], status[idx] = th[:m], v[:m], ll[:m], it[:m], stt[:m]
 
     flags[status == 3] |= FLAGS["no_fit"]  # model mean not positive at the start
     nofit = (flags & FLAGS["no_fit"]) > 0
     flags[~nofit & (status != 1)] |= FLAGS["not_converged"]
     theta[nofit] = np.nan
-    cov[nofit] = np.nan
+    var[nofit] = np.nan
     loglike[nofit] = np.nan
     with np.errstate(invalid="ignore"):
         moved = np.any(np.abs(theta[:, :2] - start_xy) > (np.array([nx, ny]) - 1) / 2.0, axis=1)
     flags[moved] |= FLAGS["moved"]
-    return _table(theta, cov, start_xy, loglike, iters, status, flags, model, sensor, fit,
+    return _table(theta, var, start_xy, loglike, iters, status, flags, model, sensor, fit,
                   ny if ny == nx else [ny, nx])
 
 
-def _table(theta, cov, start_xy, loglike, iters, status, flags, model, sensor, fit, roi):
+def _table(theta, var, start_xy, loglike, iters, status, flags, model, sensor, fit, roi):
     with np.errstate(invalid="ignore"):
-        err = np.sqrt(np.diagonal(cov, axis1=1, axis2=2))
+        err = np.sqrt(var)
     t = Table()
     t["x"] = theta[:, 0] * u.pix
     t["y"] = theta[:, 1] * u.pix
