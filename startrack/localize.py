@@ -226,7 +226,7 @@ def _fit_kernel(data, weight, x0, y0, theta, kind, params, table, free, floor, t
 
 @nb.njit(cache=True, parallel=True, error_model="numpy")
 def _gather(img, mask, use_mask, xy, use_cg, free_xy, offset, gain, shift, floor, saturation, below,
-            start, data, weight, x0, y0, flags, nthreads):
+            start, data, weight, x0, y0, flags, npix, nthreads):
     """Start position and ROI of every star, cut from the raw frame in one pass.
 
     With ``use_cg`` the start is the centre of gravity of the window around
@@ -235,8 +235,8 @@ def _gather(img, mask, use_mask, xy, use_cg, free_xy, offset, gain, shift, floor
     given position and is flagged ``bad_start``. The ROI is then centred on
     the pixel holding the start. Fills the start (x, y, flux, background),
     the data ``(P - s0)/K + read_noise^2``, 0/1 weights (0 for off-image,
-    non-finite, masked and saturated pixels), the ROI origins and the flags
-    describing what was left out. The caller's arrays are reused from chunk
+    non-finite, masked and saturated pixels), the ROI origins, the flags
+    describing what was left out and the number of usable pixels. The caller's arrays are reused from chunk
     to chunk: fresh ones would cost a page fault per 4 kB, more than the copy.
     """
     n = xy.shape[0]
@@ -305,6 +305,7 @@ def _gather(img, mask, use_mask, xy, use_cg, free_xy, offset, gain, shift, floor
             if inside < ny * nx:
                 f |= 2
             flags[k] = f
+            npix[k] = used
             if used == 0:
                 continue
             if same and not f & 4:  # the median commutes with the increasing map DN -> e-
@@ -444,17 +445,19 @@ def localize(image, positions, model: PSFModel, sensor: Sensor | None = None, *,
     nthreads = nb.get_num_threads()
     size = min(n, _CHUNK)
     th, data, weight = np.empty((size, 4)), np.empty((size, ny, nx)), np.empty((size, ny, nx))
-    x0, y0, f = np.empty(size, np.int64), np.empty(size, np.int64), np.empty(size, np.int64)
+    x0, y0, f, npix = (np.empty(size, np.int64) for _ in range(4))
     v, ll, it, stt = np.empty((size, 4)), np.empty(size), np.empty(size, np.int64), np.empty(size, np.int64)
     for lo in range(0, n, _CHUNK):
         idx = np.flatnonzero(on_img[lo:lo + _CHUNK]) + lo
         m = idx.size
         if m == 0:
             continue
+        if m == min(_CHUNK, n - lo):  # the usual case: a slice instead of fancy indexing
+            idx = slice(lo, lo + m)
         _gather(img, mask_arr, use_mask, np.ascontiguousarray(xy[idx]), start == "cg", free[:2].copy(),
                 sensor.offset, sensor.gain, sensor.read_noise ** 2, floor, sat, below,
-                th[:m], data[:m], weight[:m], x0[:m], y0[:m], f[:m], nthreads)
-        enough = weight[:m].sum(axis=(1, 2)) >= min_pixels
+                th[:m], data[:m], weight[:m], x0[:m], y0[:m], f[:m], npix[:m], nthreads)
+        enough = npix[:m] >= min_pixels
         flags[idx] |= f[:m] | np.where(enough, 0, FLAGS["no_fit"])
         start_xy[idx] = th[:m, :2]
         if not free[2]:
@@ -482,21 +485,14 @@ def localize(image, positions, model: PSFModel, sensor: Sensor | None = None, *,
 def _table(theta, var, start_xy, loglike, iters, status, flags, model, sensor, fit, roi):
     with np.errstate(invalid="ignore"):
         err = np.sqrt(var)
-    t = Table()
-    t["x"] = theta[:, 0] * u.pix
-    t["y"] = theta[:, 1] * u.pix
-    t["flux"] = theta[:, 2] * u.electron
-    t["background"] = theta[:, 3] * u.electron / u.pix
-    t["x_err"] = err[:, 0] * u.pix
-    t["y_err"] = err[:, 1] * u.pix
-    t["flux_err"] = err[:, 2] * u.electron
-    t["background_err"] = err[:, 3] * u.electron / u.pix
-    t["x_start"] = start_xy[:, 0] * u.pix
-    t["y_start"] = start_xy[:, 1] * u.pix
-    t["loglike"] = loglike
-    t["iterations"] = iters
-    t["converged"] = status == 1
-    t["flags"] = flags
+    pix, e, e_pix = u.pix, u.electron, u.electron / u.pix
+    columns = {"x": (theta[:, 0], pix), "y": (theta[:, 1], pix), "flux": (theta[:, 2], e),
+               "background": (theta[:, 3], e_pix), "x_err": (err[:, 0], pix), "y_err": (err[:, 1], pix),
+               "flux_err": (err[:, 2], e), "background_err": (err[:, 3], e_pix),
+               "x_start": (start_xy[:, 0], pix), "y_start": (start_xy[:, 1], pix), "loglike": (loglike, None),
+               "iterations": (iters, None), "converged": (status == 1, None), "flags": (flags, None)}
+    t = Table([c for c, _ in columns.values()], names=list(columns),
+              units={name: unit for name, (_, unit) in columns.items() if unit is not None})
     t.meta["psf"] = getattr(model, "spec", repr(model))
     t.meta["fit"] = [p for p, m in zip(PARAMS, param_mask(fit)) if m]
     t.meta["roi"] = roi
