@@ -202,14 +202,14 @@ def _normal_edges(t, tail, pdf, n):
         pdf[e] = ex * _INV_SQRT_2PI
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, fastmath=VECTOR_MATH, error_model="numpy")
 def _axis_edges(c, first, n, inv, t, off):
     """Pixel edges first-0.5 .. first+n-0.5 of one axis in units of sigma from c, into t[off:off+n+1]."""
     for e in range(n + 1):
         t[off + e] = (first - 0.5 + e - c) * inv
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, fastmath=VECTOR_MATH, error_model="numpy")
 def _axis_profile(t, tail, pdf, off, n, inv, val, der, der2):
     """Fraction of a 1-D Gaussian over n pixels and its 1st/2nd derivatives in the centre.
 
@@ -229,7 +229,7 @@ def _axis_profile(t, tail, pdf, off, n, inv, val, der, der2):
         der2[k] = (t[a] * pdf[a] - t[a + 1] * pdf[a + 1]) * inv * inv
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, fastmath=VECTOR_MATH, error_model="numpy")
 def _gaussian_profiles(x, y, sx, sy, x0, y0, nx, ny, work):
     """x and y profiles of a pixel-integrated Gaussian into work rows 0-2 and 3-5 (rows 6-8: edges)."""
     t, tail, pdf = work[6], work[7], work[8]
@@ -243,23 +243,22 @@ def _gaussian_profiles(x, y, sx, sy, x0, y0, nx, ny, work):
     _axis_profile(t, tail, pdf, nx + 1, ny, 1.0 / sy, work[3], work[4], work[5])
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, fastmath=VECTOR_MATH, error_model="numpy")
 def _gaussian_one(params, x, y, x0, y0, out, work, second):
     ny, nx = out.shape[1], out.shape[2]
     _gaussian_profiles(x, y, params[0], params[1], x0, y0, nx, ny, work)
-    vx, gx, hx = work[0, :nx], work[1, :nx], work[2, :nx]
-    vy, gy, hy = work[3, :ny], work[4, :ny], work[5, :ny]
+    flat = out.reshape((6, ny * nx))
     for i in range(ny):
+        vy, gy, hy = work[3, i], work[4, i], work[5, i]
         for j in range(nx):
-            out[0, i, j] = vy[i] * vx[j]
-            out[1, i, j] = vy[i] * gx[j]
-            out[2, i, j] = gy[i] * vx[j]
-    if second:
-        for i in range(ny):
-            for j in range(nx):
-                out[3, i, j] = vy[i] * hx[j]
-                out[4, i, j] = gy[i] * gx[j]
-                out[5, i, j] = hy[i] * vx[j]
+            p = i * nx + j
+            flat[0, p] = vy * work[0, j]
+            flat[1, p] = vy * work[1, j]
+            flat[2, p] = gy * work[0, j]
+            if second:
+                flat[3, p] = vy * work[2, j]
+                flat[4, p] = gy * work[1, j]
+                flat[5, p] = hy * work[0, j]
 
 
 @nb.njit(cache=True)
