@@ -44,10 +44,11 @@ _CHUNK = 4096
 
 @nb.njit(cache=True)
 def _cholesky_free(A, free, mu, M, dinv):
-    """Cholesky factor (lower, in M) of A + mu diag(A) on the free parameters, identity elsewhere.
+    """LDL' factors of A + mu diag(A) on the free parameters, identity elsewhere; False unless positive definite.
 
-    ``dinv`` receives the reciprocals of M's diagonal, so that the solves multiply
-    instead of dividing (a fit's divisions are otherwise a chain of ~15-cycle latencies).
+    M holds the unit lower factor below its diagonal and D on it, ``dinv`` the
+    reciprocals of D. The square-root-free form keeps one division per row on
+    the critical path: a fit factors four of these matrices.
     """
     for a in range(4):
         for c in range(4):
@@ -57,18 +58,20 @@ def _cholesky_free(A, free, mu, M, dinv):
         else:
             M[a, a] = 1.0
     for a in range(4):
-        s = M[a, a]
-        for c in range(a):
-            s -= M[a, c] * M[a, c]
-        if not s > 0.0:
-            return False
-        M[a, a] = math.sqrt(s)
-        dinv[a] = 1.0 / M[a, a]
         for e in range(a + 1, 4):
             t = M[e, a]
             for c in range(a):
-                t -= M[e, c] * M[a, c]
-            M[e, a] = t * dinv[a]
+                t -= M[e, c] * M[a, c] * M[c, c]
+            M[e, a] = t  # L * D for now; divided by D once D is known
+        s = M[a, a]
+        for c in range(a):
+            s -= M[a, c] * M[a, c] * M[c, c]
+        if not s > 0.0:
+            return False
+        M[a, a] = s
+        dinv[a] = 1.0 / s
+        for e in range(a + 1, 4):
+            M[e, a] *= dinv[a]
     return True
 
 
@@ -78,12 +81,12 @@ def _cholesky_solve(M, dinv, b, free, out):
         s = b[a] if free[a] else 0.0
         for c in range(a):
             s -= M[a, c] * out[c]
-        out[a] = s * dinv[a]
+        out[a] = s
     for a in range(3, -1, -1):
-        s = out[a]
+        s = out[a] * dinv[a]
         for c in range(a + 1, 4):
             s -= M[c, a] * out[c]
-        out[a] = s * dinv[a]
+        out[a] = s
 
 
 @nb.njit(cache=True)
