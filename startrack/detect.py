@@ -161,12 +161,13 @@ def cg_window(image, mask, use_mask, x0, y0, ny, nx, bg, threshold, use_threshol
             if c < 0 or c >= w or not _usable(image, mask, use_mask, r, c):
                 continue
             v = image[r, c] - bg
-            if use_threshold and v <= threshold:
-                continue
+            # A select, not a branch: which noise pixels pass the threshold is a coin toss.
+            keep = not use_threshold or v > threshold
+            v = v if keep else 0.0
             s += v
             sx += v * c
             sy += v * r
-            cnt += 1
+            cnt += 1 if keep else 0
     out[2] = s
     out[4] = cnt
     if s > 0.0:
