@@ -14,14 +14,31 @@ import os as _os
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 _os.environ.setdefault("KMP_BLOCKTIME", "0")
 
-from . import crlb, design, epsf, evaluate, simulate
+import importlib as _importlib
+
+from . import crlb, evaluate, simulate
 from .camera import Camera
 from .detect import centroid, detect
-from .epsf import EPSF, build_epsf
 from .localize import FLAGS, localize
-from .pixel_epsf import PixelEPSF
 from .psf import GaussianMixturePSF, GaussianPSF, PSFModel, parse_psf
 from .sensor import Sensor
+
+# Loaded on first use: they pull in scipy.ndimage, .interpolate and .optimize, a third of
+# a second that every `startrack localize` run would otherwise pay before its first fit.
+_LAZY = {"EPSF": "epsf", "build_epsf": "epsf", "epsf": None, "PixelEPSF": "pixel_epsf", "design": None}
+
+
+def __getattr__(name):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'startrack' has no attribute {name!r}")
+    module = _importlib.import_module(f".{_LAZY[name] or name}", __name__)
+    value = module if _LAZY[name] is None else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
 
 __version__ = "0.1.0"
 

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from astropy.table import Table
-from scipy import optimize
 
 from . import crlb
 from .psf import GaussianPSF, PSFModel
@@ -166,7 +165,9 @@ def equivalent_radius(model: PSFModel) -> float:
         g = GaussianPSF(abs(p[0]) + 1e-3).render(px + p[1], py + p[2], zero, zero, (size, size))[0]
         return (g - target).ravel()
 
-    fit = optimize.least_squares(resid, [0.5, 0.0, 0.0], x_scale=[0.1, 0.1, 0.1])
+    from scipy.optimize import least_squares  # here: importing scipy.optimize costs every CLI run 0.3 s
+
+    fit = least_squares(resid, [0.5, 0.0, 0.0], x_scale=[0.1, 0.1, 0.1])
     return float(abs(fit.x[0]) + 1e-3)
 
 
