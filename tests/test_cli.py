@@ -80,6 +80,26 @@ def test_help_for_every_command(capsys):
     assert "example" in capsys.readouterr().out
 
 
+def test_a_run_imports_only_its_own_command(tmp_path):
+    # Start-up time: `startrack localize` must not pay for the other commands' code.
+    import json
+    import subprocess
+    import sys
+
+    from startrack.cli.demo import sample_path
+
+    argv = ["localize", str(sample_path("sample_frame.fits")), "--psf", "gaussian:0.35", "--camera",
+            str(sample_path("sample_camera.toml")), "--out", str(tmp_path / "s.ecsv"), "-q"]
+    code = (f"import json, sys; from startrack.cli import main; rc = main({argv!r}); "
+            "print(json.dumps([rc, sorted(sys.modules)]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    rc, modules = json.loads(out.strip().splitlines()[-1])
+    assert rc == 0 and "startrack.cli.localize" in modules
+    heavy = ("startrack.cli.demo", "startrack.cli.micro", "startrack.cli.calib", "startrack.cli.solve",
+             "startrack.epsf", "startrack.microscope", "startrack.calibration", "startrack.starid", "scipy.optimize")
+    assert not [m for m in modules if m.startswith(heavy)]
+
+
 def test_fits_frame_with_header(tmp_path):
     from startrack.io import read_frame
 
