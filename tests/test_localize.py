@@ -166,3 +166,25 @@ def test_never_crashes_never_silently_wrong(img, x, y):
         assert np.isfinite(r["x"]) and np.isfinite(r["y"]) and np.isfinite(r["flux"])
     else:
         assert r["flags"] != 0
+
+
+def test_ldl_solve_and_inverse_on_free_parameter_subsets():
+    import importlib
+
+    loc = importlib.import_module("startrack.localize")  # the module: the package exports the function
+    rng = np.random.default_rng(11)
+    M, dinv, unit, col, out, x = np.empty((4, 4)), np.empty(4), np.empty(4), np.empty(4), np.empty((4, 4)), np.empty(4)
+    for _ in range(200):
+        B = rng.normal(size=(4, 4))
+        A = B @ B.T + 0.05 * np.eye(4)
+        free = rng.random(4) < 0.7
+        if not free.any():
+            continue
+        f = np.flatnonzero(free)
+        b = rng.normal(size=4)
+        assert loc._solve_free(A, b, free, 0.0, M, dinv, x)
+        assert np.allclose(x[f], np.linalg.solve(A[np.ix_(f, f)], b[f])) and np.all(x[~free] == 0)
+        loc._inverse_free(A, free, M, dinv, unit, col, out)
+        assert np.allclose(out[np.ix_(f, f)], np.linalg.inv(A[np.ix_(f, f)]))
+        assert np.all(np.isnan(out[~free])) and np.all(np.isnan(out[:, ~free]))
+    assert not loc._solve_free(-np.eye(4), np.ones(4), np.ones(4, bool), 0.0, M, dinv, x)  # not positive definite
