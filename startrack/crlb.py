@@ -149,11 +149,13 @@ def _accumulate(r, d, w, flux, bg, floor, g, F, H, scratch):
     # Apart from the sums above: that loop then stores nothing and vectorises without alias checks.
     lo = np.inf
     hi = 0.0
+    expected = 0.0  # sum of w lambda: the likelihood's second term
     for p in range(npix):
         la = flux * rr[0, p] + bg + floor if ww[p] != 0.0 else 1.0
         if not la > 0.0:
             return -np.inf
         lam[p] = la
+        expected += ww[p] * la
         lo = min(lo, la)
         hi = max(hi, la)
     if lo >= 2.3e-308 and hi <= 1.7e308:
@@ -163,8 +165,8 @@ def _accumulate(r, d, w, flux, bg, floor, g, F, H, scratch):
             logs[p] = math.log(lam[p])
     L = 0.0
     for p in range(npix):
-        L += ww[p] * (dd[p] * logs[p] - (flux * rr[0, p] + bg + floor))
-    return L
+        L += ww[p] * dd[p] * logs[p]
+    return L - expected
 
 
 @nb.njit(cache=True, parallel=True)
@@ -173,14 +175,14 @@ def _fisher_batch(kind, params, table, x, y, x0, y0, ny, nx, flux, bg, floor, nt
     out = np.zeros((n, 4, 4))
     per = (n + nthreads - 1) // nthreads
     for t in nb.prange(nthreads):
-        r = np.empty((6, ny, nx))
+        r = np.zeros((6, ny, nx))  # second derivatives stay 0: the Fisher matrix does not use them
         work = np.empty(work_shape(ny, nx))
         w = np.ones((ny, nx))
         g = np.empty(4)
         H = np.empty((4, 4))
         scratch = np.empty((2, ny * nx))
         for k in range(t * per, min(n, (t + 1) * per)):
-            render_one(kind, params, table, x[k], y[k], x0[k], y0[k], r, work, True)
+            render_one(kind, params, table, x[k], y[k], x0[k], y0[k], r, work, False)
             _accumulate(r, w, w, flux[k], bg[k], floor, g, out[k], H, scratch)
     return out
 

@@ -134,10 +134,15 @@ _LANES = 16
 
 
 @nb.njit(cache=True)
+def _edge_width(ny, nx):
+    """Length of the edge rows: both axes' nx + ny + 2 pixel edges, padded to whole lanes."""
+    return -(-(nx + ny + 2) // _LANES) * _LANES
+
+
+@nb.njit(cache=True)
 def work_shape(ny, nx):
     """(rows, width) of the scratch array :func:`render_one` needs for an ``ny`` x ``nx`` ROI."""
-    edges = -(-(nx + ny + 2) // _LANES) * _LANES
-    return 9, max(ny, nx, edges)
+    return 9, max(ny, nx, _edge_width(ny, nx))
 
 
 @nb.njit(cache=True, fastmath=VECTOR_MATH, error_model="numpy")
@@ -233,14 +238,14 @@ def _axis_profile(t, tail, pdf, off, n, inv, val, der, der2):
 def _gaussian_profiles(x, y, sx, sy, x0, y0, nx, ny, work):
     """x and y profiles of a pixel-integrated Gaussian into work rows 0-2 and 3-5 (rows 6-8: edges)."""
     t, tail, pdf = work[6], work[7], work[8]
-    m = nx + ny + 2
-    _axis_edges(x, x0, nx, 1.0 / sx, t, 0)
-    _axis_edges(y, y0, ny, 1.0 / sy, t, nx + 1)
-    width = -(-m // _LANES) * _LANES
-    t[m:width] = 0.0
+    ix, iy = 1.0 / sx, 1.0 / sy
+    _axis_edges(x, x0, nx, ix, t, 0)
+    _axis_edges(y, y0, ny, iy, t, nx + 1)
+    width = _edge_width(ny, nx)
+    t[nx + ny + 2:width] = 0.0
     _normal_edges(t, tail, pdf, width)
-    _axis_profile(t, tail, pdf, 0, nx, 1.0 / sx, work[0], work[1], work[2])
-    _axis_profile(t, tail, pdf, nx + 1, ny, 1.0 / sy, work[3], work[4], work[5])
+    _axis_profile(t, tail, pdf, 0, nx, ix, work[0], work[1], work[2])
+    _axis_profile(t, tail, pdf, nx + 1, ny, iy, work[3], work[4], work[5])
 
 
 @nb.njit(cache=True, fastmath=VECTOR_MATH, error_model="numpy")
