@@ -14,7 +14,13 @@ import os as _os
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 _os.environ.setdefault("KMP_BLOCKTIME", "0")
 
-import importlib as _importlib
+__version__ = "0.1.0"
+
+from . import _cache  # noqa: E402  (before any kernel is defined: it sets where they are cached)
+
+_cache.configure_numba(__version__)
+
+import importlib as _importlib  # noqa: E402
 
 from . import crlb, evaluate, simulate
 from .camera import Camera
@@ -39,8 +45,6 @@ def __getattr__(name):
 
 def __dir__():
     return sorted(set(globals()) | set(_LAZY))
-
-__version__ = "0.1.0"
 
 __all__ = ["Sensor", "Camera", "GaussianPSF", "GaussianMixturePSF", "EPSF", "PixelEPSF", "PSFModel", "parse_psf",
            "detect", "centroid", "localize", "build_epsf", "FLAGS", "crlb", "design", "epsf", "simulate",

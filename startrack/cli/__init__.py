@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from .. import __version__
 
-COMMANDS = ["demo", "localize", "solve", "crlb", "epsf", "design", "calib", "simulate", "micro"]
+COMMANDS = ["demo", "localize", "solve", "crlb", "epsf", "design", "calib", "simulate", "micro", "cache"]
 
 
 def build_parser(command=None) -> argparse.ArgumentParser:
@@ -24,8 +25,10 @@ def build_parser(command=None) -> argparse.ArgumentParser:
         prog="startrack",
         description="Star positions at the Cramér–Rao bound, and attitude, from small-PSF star sensors.",
         epilog="Run 'startrack COMMAND --help' for each command. Start with 'startrack demo'.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"startrack {__version__}")
+    parser.add_argument("--version", action="version",
+                        version=f"startrack {__version__}\nkernel cache: {os.environ.get('NUMBA_CACHE_DIR') or 'none'}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in [command] if command in COMMANDS else COMMANDS:

@@ -10,9 +10,8 @@ to the focal length — and filed in a hash table under its ratio cell. This is
 the Tetra idea (Brown & Stubis 2017, tetra3), with fields as in cedar-solve
 and tetra3rs; the code is startrack's own.
 
-Databases are deterministic and cached in the user cache directory
-(``$STARTRACK_CACHE``, else ``$XDG_CACHE_HOME/startrack``, else
-``~/.cache/startrack``) under a key made of the catalog's digest and every
+Databases are deterministic and cached in the user cache folder
+(:func:`startrack._cache.cache_dir`) under a key made of the catalog's digest and every
 build parameter.
 """
 
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._cache import cache_dir
 from ..catalog import Catalog
 from . import kernels as K
 
@@ -37,14 +37,6 @@ __all__ = ["PatternDatabase", "build_database", "load_database", "cache_dir", "f
 FORMAT = 2
 #: Pattern keys pack star indices in 16 bits.
 _MAX_PATTERN_STARS = 65535
-
-
-def cache_dir() -> Path:
-    """Where databases are cached: ``$STARTRACK_CACHE``, ``$XDG_CACHE_HOME/startrack`` or ``~/.cache/startrack``."""
-    if os.environ.get("STARTRACK_CACHE"):
-        return Path(os.environ["STARTRACK_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "startrack"
 
 
 def field_ladder(fov_min_deg, fov_max_deg, step=1.5):
