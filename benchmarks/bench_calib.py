@@ -34,7 +34,7 @@ from startrack.calibration.ptc import level_statistics, photon_transfer
 from startrack.calibration.synthetic import simulate_intrinsics, simulate_ptc, simulate_turntable, spot_image
 from startrack.calibration.turntable import (_brightest, _mosaic, calibrate_turntable, evaluate_turntable,
                                              gaussian_fit, shared_epsf)
-from startrack.camera import Camera
+from startrack.sky.camera import Camera
 
 ROOT = Path(__file__).resolve().parents[1]
 SENSOR = st.Sensor(gain=0.14, offset=37.0, dark_var=54.40)

@@ -38,13 +38,13 @@ import numpy as np
 from astropy.time import Time
 
 from startrack import GaussianPSF, Sensor
-from startrack.attitude import ARCSEC, Attitude
-from startrack.camera import Camera
-from startrack.catalog import load_catalog
-from startrack.pipeline import measure_stars
-from startrack.starid import StarIdentifier, build_database, field_ladder
-from startrack.starid import kernels as K
-from startrack.starid.sky import random_attitude, sky_frame
+from startrack.sky.attitude import ARCSEC, Attitude
+from startrack.sky.camera import Camera
+from startrack.sky.catalog import load_catalog
+from startrack.sky.pipeline import measure_stars
+from startrack.sky.starid import StarIdentifier, build_database, field_ladder
+from startrack.sky.starid import kernels as K
+from startrack.sky.simulate import random_attitude, sky_frame
 
 CAMERAS = {
     "12deg": {"focal_length_mm": 25.0, "pixel_pitch_um": 5.3, "width": 1024, "height": 1024},

@@ -13,11 +13,11 @@ import numpy as np
 from astropy.io import fits
 
 from startrack import GaussianPSF, Sensor
-from startrack.attitude import Attitude
-from startrack.camera import Camera
-from startrack.catalog import load_catalog
+from startrack.sky.attitude import Attitude
+from startrack.sky.camera import Camera
+from startrack.sky.catalog import load_catalog
 from startrack.io import write_table
-from startrack.starid.sky import sky_frame
+from startrack.sky.simulate import sky_frame
 
 DATA = Path(__file__).resolve().parents[1] / "startrack" / "data"
 

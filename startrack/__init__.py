@@ -22,8 +22,12 @@ _cache.configure_numba(__version__)
 
 import importlib as _importlib  # noqa: E402
 
+from . import _aliases  # noqa: E402
+
+_aliases.install()
+
 from . import crlb, evaluate, simulate
-from .camera import Camera
+from .sky.camera import Camera
 from .detect import centroid, detect
 from .localize import FLAGS, localize
 from .psf import GaussianMixturePSF, GaussianPSF, PSFModel, parse_psf

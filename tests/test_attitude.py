@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from startrack.attitude import ARCSEC, Attitude, solve_attitude
-from startrack.camera import Camera
-from startrack.catalog import radec_to_vector, vector_to_radec
+from startrack.sky.attitude import ARCSEC, Attitude, solve_attitude
+from startrack.sky.camera import Camera
+from startrack.sky.catalog import radec_to_vector, vector_to_radec
 
 
 def random_stars(rng, n, att, half_angle=0.1):

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from startrack.camera import Camera
+from startrack.sky.camera import Camera
 
 DIST = (-0.2, 0.05, 1e-3, -5e-4, 0.01)
 

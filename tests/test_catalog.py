@@ -8,7 +8,7 @@ from astropy.coordinates import Distance, SkyCoord
 from astropy.table import Table
 from astropy.time import Time
 
-from startrack.catalog import Catalog, load_catalog, radec_to_vector
+from startrack.sky.catalog import Catalog, load_catalog, radec_to_vector
 
 T = Time("2026-11-25T22:00:00", scale="utc")
 
@@ -100,7 +100,7 @@ def test_bad_input(tmp_path):
 
 
 def test_radec_vector_round_trip():
-    from startrack.catalog import vector_to_radec
+    from startrack.sky.catalog import vector_to_radec
 
     v = radec_to_vector([0.1, 6.0], [-1.2, 0.3])
     ra, dec = vector_to_radec(v)

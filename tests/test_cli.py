@@ -96,7 +96,7 @@ def test_a_run_imports_only_its_own_command(tmp_path):
     rc, modules = json.loads(out.strip().splitlines()[-1])
     assert rc == 0 and "startrack.cli.localize" in modules
     heavy = ("startrack.cli.demo", "startrack.cli.micro", "startrack.cli.calib", "startrack.cli.solve",
-             "startrack.epsf", "startrack.microscope", "startrack.calibration", "startrack.starid", "scipy.optimize")
+             "startrack.epsf", "startrack.microscope", "startrack.calibration", "startrack.sky.starid", "scipy.optimize")
     assert not [m for m in modules if m.startswith(heavy)]
 
 

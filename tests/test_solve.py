@@ -105,10 +105,10 @@ def test_camera_or_fov_range_required(capsys):
 def test_unknown_sensor_noise_from_image():
     """Without a [sensor] table the noise comes from the frame, and the sample frame still solves."""
     from startrack import GaussianPSF
-    from startrack.camera import Camera
+    from startrack.sky.camera import Camera
     from startrack.io import read_frame
-    from startrack.pipeline import estimate_sensor, solve_frame
-    from startrack.starid import StarIdentifier
+    from startrack.sky.pipeline import estimate_sensor, solve_frame
+    from startrack.sky.starid import StarIdentifier
 
     rng = np.random.default_rng(9)
     flat = 1000.0 + rng.normal(0, 5.0, (256, 256))

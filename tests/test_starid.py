@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from astropy.time import Time
 
-from startrack.attitude import ARCSEC, Attitude
-from startrack.camera import Camera
-from startrack.catalog import load_catalog
-from startrack.starid import StarIdentifier, build_database, load_database
-from startrack.starid.sky import ZERO_POINT, project_stars, random_attitude
+from startrack.sky.attitude import ARCSEC, Attitude
+from startrack.sky.camera import Camera
+from startrack.sky.catalog import load_catalog
+from startrack.sky.starid import StarIdentifier, build_database, load_database
+from startrack.sky.simulate import ZERO_POINT, project_stars, random_attitude
 
 T = Time("2026-11-25T22:00:00")
 CAM = Camera(800, 600, 1400.0)  # 31.9 x 24.2 deg: a few bright stars suffice, the database stays small
@@ -153,7 +153,7 @@ def test_database_is_deterministic_and_cached(catalog, tmp_path):
     other = load_database(catalog, [30.0], per_field=7, spacing=0.6, cache=tmp_path)
     assert other.path != again.path and len(other) > len(again)
     # every stored pattern's ratios are what its stars give
-    from startrack.starid.kernels import pattern_geometry
+    from startrack.sky.starid.kernels import pattern_geometry
 
     r = np.empty(5)
     o = np.empty(4, np.int64)
@@ -197,7 +197,7 @@ def test_tracking_never_accepts_a_half_right_attitude(ident):
 
 
 def test_usable_stars_brightest_first():
-    from startrack.starid.kernels import usable_by_brightness
+    from startrack.sky.starid.kernels import usable_by_brightness
 
     x = np.array([1.0, 2.0, np.nan, 4.0, 5.0, 6.0])
     y = np.zeros(6)

@@ -10,7 +10,7 @@ ptc|turntable-epsf|intrinsics`` and ``startrack simulate ptc|turntable|intrinsic
 - :mod:`.turntable` -- per-pixel ePSF from a turntable scan
   (:class:`startrack.PixelEPSF`) and its evaluation against the precision limit.
 - :mod:`.intrinsics` -- focal length, principal point, distortion and mounting
-  from spot centroids over a turntable grid -> :class:`startrack.camera.Camera`.
+  from spot centroids over a turntable grid -> :class:`startrack.sky.camera.Camera`.
 """
 
 from .intrinsics import Intrinsics, fit_intrinsics

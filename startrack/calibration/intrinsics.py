@@ -5,7 +5,7 @@ in the camera frame is ``d = M T(az, el)^T s``, with ``s`` the collimator
 direction, ``T = R_y(az) R_x(el)`` the turntable's orientation (azimuth outer
 axis, elevation inner) and ``M`` the fixed rotation from the turntable
 platform to the camera (the mounting, three angles). The camera
-(:class:`startrack.camera.Camera`: pinhole, OpenCV's Brown distortion
+(:class:`startrack.sky.camera.Camera`: pinhole, OpenCV's Brown distortion
 ``k1 k2 p1 p2 k3``) projects ``d`` to a pixel. :func:`fit_intrinsics` finds
 focal length, principal point, the chosen distortion terms and ``M`` by
 least squares (scipy) on the measured spot centroids, with the covariance
@@ -31,7 +31,7 @@ from astropy.table import Table
 from scipy.optimize import least_squares
 from scipy.spatial.transform import Rotation
 
-from ..camera import Camera
+from ..sky.camera import Camera
 
 __all__ = ["turntable_directions", "fit_intrinsics", "Intrinsics", "DISTORTION_TERMS", "plot_intrinsics"]
 

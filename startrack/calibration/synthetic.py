@@ -223,7 +223,7 @@ def simulate_intrinsics(*, camera=None, mounting_deg=(0.3, -0.5, 1.2), grid=21, 
     """
     from scipy.spatial.transform import Rotation
 
-    from ..camera import Camera
+    from ..sky.camera import Camera
     from .intrinsics import turntable_directions
 
     if camera is None:

@@ -261,7 +261,7 @@ def _evaluation_summary(ev) -> str:
 
 def run_intrinsics(args):
     from ..calibration.intrinsics import fit_intrinsics, plot_intrinsics
-    from ..camera import Camera
+    from ..sky.camera import Camera
     from ..io import read_table
 
     nominal = Camera.from_toml(args.camera)

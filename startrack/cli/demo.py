@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial import cKDTree
 
-from ..attitude import ARCSEC, Attitude
-from ..camera import Camera
+from ..sky.attitude import ARCSEC, Attitude
+from ..sky.camera import Camera
 from ..io import read_frame, read_table, write_table
 from ..localize import FLAGS
 from ..psf import parse_psf
@@ -104,7 +104,7 @@ def run(args):
 
 def _attitude(stars, date_obs, truth):
     """Identify the sample frame's stars, solve the attitude and print it beside the truth."""
-    from ..starid import StarIdentifier
+    from ..sky.starid import StarIdentifier
 
     good = np.asarray(stars["converged"]) & np.isfinite(np.asarray(stars["x_err"], float))
     s = stars[good]

@@ -162,7 +162,7 @@ def run_intrinsics(args):
     import numpy as np
 
     from ..calibration.synthetic import simulate_intrinsics
-    from ..camera import Camera
+    from ..sky.camera import Camera
     from ..io import write_table
 
     table, truth = simulate_intrinsics(grid=args.grid, half_angle_deg=args.half_angle_deg,

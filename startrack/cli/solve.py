@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 from astropy.table import vstack
 
-from ..camera import Camera
-from ..catalog import parse_time
-from ..pipeline import solve_frames
+from ..sky.camera import Camera
+from ..sky.catalog import parse_time
+from ..sky.pipeline import solve_frames
 from ..psf import parse_psf
 from ..sensor import load_toml
 from .common import load_sensor, progress, save
@@ -64,7 +64,7 @@ def register(sub):
 
 def _identifier_factory(args):
     """``shape -> StarIdentifier``, built once per image size (blind) or checked against the camera."""
-    from ..starid import StarIdentifier
+    from ..sky.starid import StarIdentifier
 
     made = {}
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._cache import cache_dir
+from ..._cache import cache_dir
 from ..catalog import Catalog
 from . import kernels as K
 

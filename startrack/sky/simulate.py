@@ -14,9 +14,9 @@ import math
 import numpy as np
 from astropy.table import Table
 
-from ..attitude import Attitude
-from ..camera import Camera
-from ..catalog import Catalog
+from .attitude import Attitude
+from .camera import Camera
+from .catalog import Catalog
 from ..psf import PSFModel
 from ..sensor import Sensor
 from ..simulate import expose, render

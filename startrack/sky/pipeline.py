@@ -20,10 +20,10 @@ from astropy.table import Table
 
 from .camera import Camera
 from .catalog import parse_time, vector_to_radec
-from .detect import as_image, background_map, detect
-from .localize import FLAGS, localize
-from .psf import PSFModel
-from .sensor import Sensor
+from ..detect import as_image, background_map, detect
+from ..localize import FLAGS, localize
+from ..psf import PSFModel
+from ..sensor import Sensor
 from .starid.solver import Solution, StarIdentifier
 
 __all__ = ["measure_stars", "solve_frame", "solve_frames", "estimate_sensor", "FrameResult", "RESULT_COLUMNS"]
@@ -205,7 +205,7 @@ def solve_frames(paths, identifier_for, model: PSFModel, sensor: Sensor | None =
     stars : list of Table
         The star table of each readable frame (with a ``file`` column).
     """
-    from .io import read_frame
+    from ..io import read_frame
 
     rows, star_tables = [], []
     prior = None

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .sensor import _positive, load_toml
+from ..sensor import _positive, load_toml
 
 __all__ = ["Camera"]
 
