@@ -121,7 +121,7 @@ def main():
         if tie:
             tied = ours
         score(f"{kind}: AK ePSF{', tie=shift' if tie else ''}, MLE", *fit(ours), to, ours.meta["n_stars"])
-        gauss = st.GaussianPSF(st.design.equivalent_radius(ours))
+        gauss = st.GaussianPSF(ours.equivalent_radius())
         score(f"{kind}: Gaussian r={gauss.sigma_x:.3f} (best match to the ePSF), MLE", *fit(gauss))
         pu, tp = cpu(photutils_build, frames, start)
         if not args.quick:

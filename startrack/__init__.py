@@ -30,12 +30,12 @@ from . import crlb, evaluate, simulate
 from .sky.camera import Camera
 from .detect import centroid, detect
 from .localize import FLAGS, localize
-from .psf import GaussianMixturePSF, GaussianPSF, PSFModel, parse_psf
+from .psf import EPSF, GaussianMixturePSF, GaussianPSF, PixelEPSF, PSFModel, parse_psf
 from .sensor import Sensor
 
 # Loaded on first use: they pull in scipy.ndimage, .interpolate and .optimize, a third of
 # a second that every `startrack localize` run would otherwise pay before its first fit.
-_LAZY = {"EPSF": "epsf", "build_epsf": "epsf", "epsf": None, "PixelEPSF": "pixel_epsf", "design": None}
+_LAZY = {"build_epsf": "epsf", "epsf": None, "design": None}
 
 
 def __getattr__(name):

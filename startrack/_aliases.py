@@ -21,6 +21,7 @@ MOVED = {
     "startrack.catalog": "startrack.sky.catalog",
     "startrack.attitude": "startrack.sky.attitude",
     "startrack.pipeline": "startrack.sky.pipeline",
+    "startrack.pixel_epsf": "startrack.psf",
 }
 
 

@@ -14,15 +14,15 @@ a practical fitter can reach.
 
 from __future__ import annotations
 
-import math
 
 import numba as nb
 import numpy as np
 from astropy.table import Table
 
-from .detect import roi_shape
-from .psf import VECTOR_MATH, PSFModel, render_one, roi_origin, work_shape
+from .likelihood import PARAMS, accumulate, param_mask, param_names
+from .psf import PSFModel, render_one, roi_origin, work_shape
 from .sensor import Sensor
+from .validate import as_int, roi_shape
 
 __all__ = [
     "PARAMS",
@@ -35,138 +35,6 @@ __all__ = [
     "diffraction_limit",
     "diffraction_optimum",
 ]
-
-PARAMS = ("x", "y", "flux", "background")
-
-
-def param_mask(params, name="params") -> np.ndarray:
-    """Boolean mask over :data:`PARAMS` for a parameter subset, validated."""
-    if isinstance(params, str):
-        params = {"x": ("x",), "xy": ("x", "y"), "all": PARAMS}.get(params, (params,))
-    params = tuple(params)
-    bad = [p for p in params if p not in PARAMS]
-    if bad or not params:
-        raise ValueError(f"{name} must be a non-empty subset of {PARAMS}, got {params}")
-    return np.array([p in params for p in PARAMS])
-
-
-_SQRT_HALF_BITS = 0x3FE6A09E667F3BCD  # IEEE-754 bits of sqrt(1/2)
-_MANTISSA = 0xFFFFFFFFFFFFF
-_LN2 = math.log(2.0)
-# Q(z) = (atanh(s)/s - 1)/z, z = s^2 <= (3 - 2 sqrt 2)^2: a least-squares fit on Chebyshev nodes of the
-# series sum z^k/(2k+3), within 4e-16 of it.
-_ATANH_Q = (0.3333333333333334, 0.1999999999994963, 0.14285714313160025, 0.11111105539707332,
-            0.09091446472194892, 0.07665802998446265, 0.0730886393571344)
-
-
-@nb.njit(cache=True, fastmath=VECTOR_MATH, error_model="numpy")
-def _log_into(x, out, n):
-    """Natural log of ``x[:n]`` (positive normal floats) into ``out[:n]``, within 2 ulp.
-
-    numba's ``math.log`` is a libm call that does not vectorise (PyPI's llvmlite has
-    no SVML); this splits ``x = 2^k m`` with ``m`` in [sqrt(1/2), sqrt 2) on the bits
-    and sums ``log m = 2 atanh((m-1)/(m+1))``, a loop LLVM runs on whole SIMD vectors.
-    ``x`` is overwritten with ``m``.
-    """
-    bits = x.view(np.int64)
-    for p in range(n):
-        b = bits[p] - _SQRT_HALF_BITS
-        out[p] = np.float64(b >> 52)
-        bits[p] = (b & _MANTISSA) + _SQRT_HALF_BITS
-    q0, q1, q2, q3, q4, q5, q6 = _ATANH_Q
-    for p in range(n):
-        m = x[p]
-        s = (m - 1.0) / (m + 1.0)
-        z = s * s
-        q = (((((q6 * z + q5) * z + q4) * z + q3) * z + q2) * z + q1) * z + q0
-        out[p] = out[p] * _LN2 + (2.0 * s + 2.0 * s * z * q)
-
-
-@nb.njit(cache=True, fastmath=VECTOR_MATH, error_model="numpy")
-def _accumulate(r, d, w, flux, bg, floor, g, F, H, scratch):
-    """Poisson log-likelihood, gradient, Fisher matrix and observed Hessian over one ROI.
-
-    ``r`` is a rendered stack (value, d/dx, d/dy, d2/dx2, d2/dxdy, d2/dy2);
-    ``d`` the data and ``w`` the 0/1 pixel weights (pixels of weight 0 are left
-    out). ``g`` receives the gradient of the log-likelihood, ``F`` the Fisher
-    matrix and ``H`` the negative Hessian; ``scratch`` is (2, pixels) work
-    space. Returns the log-likelihood (without its data-only constant), or
-    -inf when the model mean is not positive on a used pixel. The loops are
-    branch-free so that they run on SIMD vectors.
-    """
-    npix = d.size
-    rr = r.reshape((6, npix))
-    dd = d.reshape(npix)
-    ww = w.reshape(npix)
-    lam = scratch[0]
-    logs = scratch[1]
-    f00 = f01 = f02 = f03 = f11 = f12 = f13 = f22 = f23 = f33 = 0.0
-    h00 = h01 = h02 = h03 = h11 = h12 = h13 = h22 = h23 = h33 = 0.0
-    g0 = g1 = g2 = g3 = 0.0
-    for p in range(npix):
-        v = rr[0, p]
-        wp = ww[p]
-        la = flux * v + bg + floor if wp != 0.0 else 1.0
-        inv = wp / la
-        j0 = flux * rr[1, p]
-        j1 = flux * rr[2, p]
-        f00 += j0 * j0 * inv
-        f01 += j0 * j1 * inv
-        f02 += j0 * v * inv
-        f03 += j0 * inv
-        f11 += j1 * j1 * inv
-        f12 += j1 * v * inv
-        f13 += j1 * inv
-        f22 += v * v * inv
-        f23 += v * inv
-        f33 += inv
-        q = dd[p] / la
-        res = (q - 1.0) * wp
-        g0 += j0 * res
-        g1 += j1 * res
-        g2 += v * res
-        g3 += res
-        a = q * inv
-        h00 += j0 * j0 * a - res * flux * rr[3, p]
-        h01 += j0 * j1 * a - res * flux * rr[4, p]
-        h02 += j0 * v * a - res * rr[1, p]
-        h03 += j0 * a
-        h11 += j1 * j1 * a - res * flux * rr[5, p]
-        h12 += j1 * v * a - res * rr[2, p]
-        h13 += j1 * a
-        h22 += v * v * a
-        h23 += v * a
-        h33 += a
-    F[0, 0], F[0, 1], F[0, 2], F[0, 3] = f00, f01, f02, f03
-    F[1, 1], F[1, 2], F[1, 3], F[2, 2], F[2, 3], F[3, 3] = f11, f12, f13, f22, f23, f33
-    H[0, 0], H[0, 1], H[0, 2], H[0, 3] = h00, h01, h02, h03
-    H[1, 1], H[1, 2], H[1, 3], H[2, 2], H[2, 3], H[3, 3] = h11, h12, h13, h22, h23, h33
-    for a_ in range(4):
-        for b_ in range(a_):
-            F[a_, b_] = F[b_, a_]
-            H[a_, b_] = H[b_, a_]
-    g[0], g[1], g[2], g[3] = g0, g1, g2, g3
-    # Apart from the sums above: that loop then stores nothing and vectorises without alias checks.
-    lo = np.inf
-    hi = 0.0
-    expected = 0.0  # sum of w lambda: the likelihood's second term
-    for p in range(npix):
-        la = flux * rr[0, p] + bg + floor if ww[p] != 0.0 else 1.0
-        if not la > 0.0:
-            return -np.inf
-        lam[p] = la
-        expected += ww[p] * la
-        lo = min(lo, la)
-        hi = max(hi, la)
-    if lo >= 2.3e-308 and hi <= 1.7e308:
-        _log_into(lam, logs, npix)
-    else:  # subnormal or infinite means: outside what the bit split handles
-        for p in range(npix):
-            logs[p] = math.log(lam[p])
-    L = 0.0
-    for p in range(npix):
-        L += ww[p] * dd[p] * logs[p]
-    return L - expected
 
 
 @nb.njit(cache=True, parallel=True)
@@ -183,7 +51,7 @@ def _fisher_batch(kind, params, table, x, y, x0, y0, ny, nx, flux, bg, floor, nt
         scratch = np.empty((2, ny * nx))
         for k in range(t * per, min(n, (t + 1) * per)):
             render_one(kind, params, table, x[k], y[k], x0[k], y0[k], r, work, False)
-            _accumulate(r, w, w, flux[k], bg[k], floor, g, out[k], H, scratch)
+            accumulate(r, w, w, flux[k], bg[k], floor, g, out[k], H, scratch)
     return out
 
 
@@ -287,10 +155,8 @@ def intrapixel_map(model, flux, background, sensor=None, *, params=PARAMS, n=40,
         ``x, y, pl_x, pl_y`` (px); ``meta`` holds the settings and the
         RMS/best/worst of each axis.
     """
-    if int(n) < 2:
-        raise ValueError(f"n must be at least 2, got {n}")
-    n = int(n)
-    roi = model.default_roi() if roi is None else int(roi)
+    n = as_int(n, "n", minimum=2)
+    roi = model.default_roi() if roi is None else as_int(roi, "roi", minimum=2)
     c = float(roi // 2)
     g = -0.5 + np.arange(n) / n
     gx, gy = np.meshgrid(g, g)
@@ -308,12 +174,6 @@ def intrapixel_map(model, flux, background, sensor=None, *, params=PARAMS, n=40,
             t.meta[f"best_{axis}"] = float(np.min(pl))
             t.meta[f"worst_{axis}"] = float(np.max(pl))
     return t
-
-
-def param_names(params):
-    """The parameter names selected by ``params`` (validated), in canonical order."""
-    mask = param_mask(params)
-    return tuple(p for p, m in zip(PARAMS, mask) if m)
 
 
 def two_pixel_limit(model, x, y, flux, background=0.0, sensor=None, *, roi=None):

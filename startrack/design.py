@@ -17,7 +17,6 @@ paper, sections 2.3 and 3.1):
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,7 +24,8 @@ from astropy.table import Table
 
 from . import crlb
 from .psf import GaussianPSF, PSFModel
-from .sensor import Sensor, _positive
+from .sensor import Sensor
+from .validate import as_float
 
 __all__ = ["precision_map", "region_summary", "pl_versus_radius", "equivalent_radius", "design", "Design",
            "REGIONS"]
@@ -146,29 +146,8 @@ def pl_versus_radius(radii, photons, dark_var, *, background=0.0, n=40):
 
 
 def equivalent_radius(model: PSFModel) -> float:
-    """Radius (px) of the pixel-integrated Gaussian that best matches the model's pixel values.
-
-    Least squares over stars at 16 intra-pixel phases (the Gaussian's centre
-    free), so the noisy far tails of a measured ePSF, which would dominate a
-    second moment, barely count.
-    """
-    if isinstance(model, GaussianPSF):
-        return float(math.sqrt(0.5 * (model.sigma_x**2 + model.sigma_y**2)))
-    half = int(math.ceil(min(model.support, 6.0)))
-    size = 2 * half + 1
-    ph = np.arange(-0.375, 0.5, 0.25)
-    px, py = (a.ravel() + half for a in np.meshgrid(ph, ph))
-    zero = np.zeros(px.size, np.int64)
-    target = model.render(px, py, zero, zero, (size, size))[0]
-
-    def resid(p):
-        g = GaussianPSF(abs(p[0]) + 1e-3).render(px + p[1], py + p[2], zero, zero, (size, size))[0]
-        return (g - target).ravel()
-
-    from scipy.optimize import least_squares  # here: importing scipy.optimize costs every CLI run 0.3 s
-
-    fit = least_squares(resid, [0.5, 0.0, 0.0], x_scale=[0.1, 0.1, 0.1])
-    return float(abs(fit.x[0]) + 1e-3)
+    """Radius (px) of the pixel-integrated Gaussian that best matches the model: :meth:`PSFModel.equivalent_radius`."""
+    return model.equivalent_radius()
 
 
 @dataclass
@@ -230,14 +209,14 @@ def design(psf, photons, dark_var, *, gain=1.0, background=0.0, wavelength_nm=No
     -------
     Design
     """
-    photons = _positive("photons", photons)
-    dark_var = _positive("dark_var", dark_var, allow_zero=True)
-    gain = _positive("gain", gain)
+    photons = as_float(photons, "photons", positive=True)
+    dark_var = as_float(dark_var, "dark_var", nonnegative=True)
+    gain = as_float(gain, "gain", positive=True)
     if isinstance(psf, PSFModel):
         model = psf
         radius = equivalent_radius(model)
     else:
-        radius = _positive("radius", psf)
+        radius = as_float(psf, "radius", positive=True)
         model = GaussianPSF(radius)
     optics = (wavelength_nm, f_number, pixel_um)
     if any(v is not None for v in optics) and not all(v is not None for v in optics):
@@ -250,8 +229,9 @@ def design(psf, photons, dark_var, *, gain=1.0, background=0.0, wavelength_nm=No
     radii = np.union1d(np.asarray(radii, float), [round(radius, 4)])
     diffraction = {}
     if wavelength_nm is not None:
-        dl = crlb.diffraction_limit(_positive("wavelength_nm", wavelength_nm) * 1e-3, _positive("f_number", f_number),
-                                    _positive("pixel_um", pixel_um))
+        dl = crlb.diffraction_limit(as_float(wavelength_nm, "wavelength_nm", positive=True) * 1e-3,
+                                    as_float(f_number, "f_number", positive=True),
+                                    as_float(pixel_um, "pixel_um", positive=True))
         r_min, pl_opt = crlb.diffraction_optimum(wavelength_nm * 1e-3, f_number, pixel_um, photons, dark_var)
         radii = np.union1d(radii, [round(r_min, 4)])
         diffraction = dict(limit=dl, r_min=r_min, pl_optimum=pl_opt)

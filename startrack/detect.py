@@ -17,98 +17,12 @@ import numba as nb
 import numpy as np
 from astropy.table import Table
 
+from ._kernels import median_inplace
 from .psf import roi_origin
 from .sensor import Sensor
+from .validate import as_float, as_image, as_int, as_mask, as_positions, roi_shape
 
-__all__ = ["centroid", "detect", "background_map", "as_image", "as_positions"]
-
-
-def as_image(image, name="image") -> np.ndarray:
-    """Validate a single 2-D frame and return it as contiguous float64 (no copy when it already is)."""
-    arr = np.asarray(image)
-    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.number)):
-        raise ValueError(f"{name} must be a numeric array, got dtype {arr.dtype}")
-    if np.iscomplexobj(arr):
-        raise ValueError(f"{name} must be real-valued, got dtype {arr.dtype}")
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array (one frame), got {arr.ndim}-D with shape {arr.shape}")
-    if arr.size == 0:
-        raise ValueError(f"{name} is empty (shape {arr.shape})")
-    return np.ascontiguousarray(arr, dtype=np.float64)
-
-
-def as_positions(positions, name="positions") -> np.ndarray:
-    """(n, 2) float array of (x, y) from an array or a Table with x_cg/y_cg (or x/y) columns."""
-    if isinstance(positions, Table):
-        for cx, cy in (("x_cg", "y_cg"), ("x", "y"), ("xcentroid", "ycentroid")):
-            if cx in positions.colnames and cy in positions.colnames:
-                xy = np.column_stack([np.asarray(positions[cx], float), np.asarray(positions[cy], float)])
-                break
-        else:
-            raise ValueError(f"{name} table needs columns x_cg, y_cg (or x, y); it has {positions.colnames}")
-    else:
-        xy = np.asarray(positions, dtype=float)
-        if xy.ndim == 1 and xy.size == 2:
-            xy = xy[None, :]
-        if xy.size == 0:
-            xy = xy.reshape(0, 2)
-        if xy.ndim != 2 or xy.shape[1] != 2:
-            raise ValueError(f"{name} must be an (n, 2) array of (x, y), got shape {xy.shape}")
-    return np.ascontiguousarray(xy.reshape(-1, 2))
-
-
-def _batcher_network(n):
-    """Comparator pairs of Batcher's odd-even merge sort for ``n`` (a power of two) inputs.
-
-    Knuth, TAOCP vol. 3, 5.3.4 (Algorithm M): 63 comparators for 16 inputs. The
-    pairs whose indices are both below ``m`` sort any ``m <= n`` inputs (the rest
-    only touch padding that would hold +inf).
-    """
-    pairs = []
-    p = 1
-    while p < n:
-        k = p
-        while k >= 1:
-            for j in range(k % p, n - k, 2 * k):
-                for i in range(min(k, n - j - k)):
-                    if (i + j) // (2 * p) == (i + j + k) // (2 * p):
-                        pairs.append((i + j, i + j + k))
-            k //= 2
-        p *= 2
-    return pairs
-
-
-# Networks for 1, 2, 4, ..., 64 inputs, concatenated; network e is _SORT_PAIRS[_SORT_FROM[e]:_SORT_FROM[e + 1]].
-_SORT_NETS = [_batcher_network(2 ** e) for e in range(7)]
-_SORT_PAIRS = np.array([pair for net in _SORT_NETS for pair in net], np.int64)
-_SORT_FROM = np.cumsum([0] + [len(net) for net in _SORT_NETS]).astype(np.int64)
-
-
-@nb.njit(cache=True)
-def median_inplace(buf, m):
-    """Median of ``buf[:m]``, sorting that slice in place.
-
-    Written out because ``np.median`` allocates a copy, and it runs once per
-    star inside parallel loops over ROI borders of a few dozen pixels. Up to 64
-    values go through a branch-free sorting network (a 5x5 ROI's ring of 16 in
-    ~70 ns, 2.5x faster than insertion sort's mispredicted branches).
-    """
-    if m > 64:
-        buf[:m].sort()
-    else:
-        e = 0
-        while (1 << e) < m:
-            e += 1
-        for q in range(_SORT_FROM[e], _SORT_FROM[e + 1]):
-            a = _SORT_PAIRS[q, 0]
-            b = _SORT_PAIRS[q, 1]
-            if b < m:
-                u = buf[a]
-                v = buf[b]
-                buf[a] = u if u < v else v
-                buf[b] = v if u < v else u
-    h = m // 2
-    return buf[h] if m % 2 else 0.5 * (buf[h - 1] + buf[h])
+__all__ = ["centroid", "detect", "background_map"]
 
 
 @nb.njit(cache=True)
@@ -220,12 +134,9 @@ def centroid(image, positions, *, roi=5, background="border", threshold=0.0, mas
     img = as_image(image)
     xy = as_positions(positions)
     ny, nx = roi_shape(roi)
+    mask = as_mask(mask, img.shape)
     use_mask = mask is not None
-    if use_mask:
-        mask = np.asarray(mask, dtype=bool)
-        if mask.shape != img.shape:
-            raise ValueError(f"mask shape {mask.shape} does not match image shape {img.shape}")
-    else:
+    if not use_mask:
         mask = np.zeros((1, 1), dtype=bool)
     n = len(xy)
     if isinstance(background, str):
@@ -243,24 +154,6 @@ def centroid(image, positions, *, roi=5, background="border", threshold=0.0, mas
     res = _centroid_kernel(img, mask, use_mask, x0, y0, ny, nx, bg, thr, use_thr, nb.get_num_threads())
     return Table({"x_cg": res[:, 0], "y_cg": res[:, 1], "flux_cg": res[:, 2], "background": res[:, 3],
                   "npix": res[:, 4].astype(np.int64)})
-
-
-def roi_shape(roi):
-    """``(ny, nx)`` of a window given as one width (square) or as a pair of rows and columns, validated."""
-    if isinstance(roi, (tuple, list)):
-        ok = len(roi) == 2 and all(not isinstance(v, bool) and isinstance(v, (int, np.integer)) and v >= 1
-                                   for v in roi)
-        if not ok or roi[0] * roi[1] < 2:
-            raise ValueError(f"roi must be a width >= 2 or a pair (ny, nx) of positive integers, got {roi!r}")
-        return int(roi[0]), int(roi[1])
-    width = _check_roi(roi)
-    return width, width
-
-
-def _check_roi(roi):
-    if isinstance(roi, bool) or not isinstance(roi, (int, np.integer)) or roi < 2:
-        raise ValueError(f"roi must be an integer number of pixels >= 2, got {roi!r}")
-    return int(roi)
 
 
 def background_map(image, tile=64, mask=None):
@@ -355,14 +248,11 @@ def detect(image, sensor: Sensor | None = None, *, threshold=5.0, smooth=1.0, ro
         filtered image), ``npix`` and ``saturated``. Empty when the sky is empty.
     """
     img = as_image(image)
-    roi = _check_roi(roi)
-    if not np.isfinite(threshold) or threshold <= 0:
-        raise ValueError(f"threshold must be a positive number of sigmas, got {threshold}")
+    roi = as_int(roi, "roi", minimum=2)
+    threshold = as_float(threshold, "threshold", positive=True, unit="sigmas")
+    mask = as_mask(mask, img.shape)
     valid = np.isfinite(img)
     if mask is not None:
-        mask = np.asarray(mask, dtype=bool)
-        if mask.shape != img.shape:
-            raise ValueError(f"mask shape {mask.shape} does not match image shape {img.shape}")
         valid &= ~mask
     if not valid.any():
         raise ValueError("image has no finite pixels")

@@ -22,153 +22,28 @@ from __future__ import annotations
 
 import math
 import warnings
-from pathlib import Path
 
 import numba as nb
 import numpy as np
-from astropy.io import fits
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from .design import equivalent_radius
-from .detect import as_image, as_positions, centroid
+from .detect import centroid
+from .validate import as_float, as_image, as_int, as_mask, as_positions, one_of
 from .localize import FLAGS, localize
-from .psf import GRID, PSFModel, _bspline_weights, roi_origin
-from .sensor import Sensor
+from ._kernels import bspline_weights
+from .psf import EPSF, roi_origin
+from .sensor import Sensor, as_sensor
 
 __all__ = ["EPSF", "build_epsf", "match_stars"]
 
 #: Default roughness penalty of the ePSF estimate, relative to a coefficient's data weight.
 SMOOTHING = 0.1
-#: Zero nodes padded around the grid: the spline decays to zero beyond the ePSF's extent.
-_PAD = 4
 #: Pixels of room around each star's ROI in the working mosaic: refits may move a star this far.
 _MARGIN = 2
 #: Below this many star images the build runs on one thread: each refit is too small for the
 #: parallel kernels to pay for their threads, which otherwise spin between the many short calls.
 _PARALLEL_MIN = 5000
-#: FITS header keywords of the metadata :meth:`EPSF.save` writes.
-_KEYS = {"oversampling": "OVERSAMP", "roi": "ROI", "n_stars": "NSTARS", "n_input": "NINPUT",
-         "iterations": "NITER", "converged": "CONVERGD", "shift": "LASTSHFT", "flux": "FLUX",
-         "per_star": "PERSTAR", "star": "STAR", "n_saturated": "NSATUR", "n_contaminated": "NCONTAM",
-         "n_incomplete": "NINCOMPL", "clip": "CLIP", "smoothing": "SMOOTHNG", "tie": "TIE",
-         "chi2": "CHI2", "clipped": "CLIPPED"}
-
-
-class EPSF(PSFModel):
-    """An effective PSF on a grid, as a PSF model (cubic B-spline interpolation).
-
-    Parameters
-    ----------
-    data : 2-D array, odd shape (ny, nx)
-        ePSF samples: ``data[k, l]`` is the fraction of unit flux recorded by
-        a pixel whose centre is at offset ``((l - (nx-1)/2) / oversampling,
-        (k - (ny-1)/2) / oversampling)`` px from the star. A unit-flux ePSF
-        sums to ``oversampling**2``.
-    oversampling : int
-        Grid nodes per pixel.
-    roi : int, optional
-        Fitting window the ePSF was built for (default: the largest odd
-        window its grid covers).
-    meta : dict, optional
-        Build metadata (``n_stars``, ``iterations``, ``converged``, ``flux`` ...).
-
-    Notes
-    -----
-    The spline interpolates the grid values; its derivatives, used by the
-    Newton fitter, are exact for the interpolant. Beyond the grid the ePSF
-    falls to zero within two nodes.
-    """
-
-    kind = GRID
-
-    def __init__(self, data, oversampling, *, roi=None, meta=None):
-        if isinstance(oversampling, bool) or int(oversampling) != oversampling or oversampling < 1:
-            raise ValueError(f"oversampling must be a positive integer, got {oversampling!r}")
-        os_ = int(oversampling)
-        arr = np.array(data, dtype=np.float64)
-        if arr.ndim != 2 or arr.shape[0] % 2 == 0 or arr.shape[1] % 2 == 0 or min(arr.shape) < 3:
-            raise ValueError(f"ePSF data must be a 2-D grid with odd sides >= 3, got shape {arr.shape}")
-        if not np.all(np.isfinite(arr)):
-            raise ValueError("ePSF data must be finite")
-        arr.setflags(write=False)
-        self.data = arr
-        self.oversampling = os_
-        ny, nx = arr.shape
-        half = (min(nx, ny) - 1) / (2.0 * os_)
-        self.roi = int(roi) if roi is not None else max(1, 2 * int(math.floor(half)) + 1)
-        self.meta = dict(meta or {})
-        self.meta.update(oversampling=os_, roi=self.roi)
-        self.support = (max(nx, ny) - 1) / (2.0 * os_) + 2.0 / os_
-        coef = ndimage.spline_filter(np.pad(arr, _PAD), order=3, mode="mirror")
-        self.table = np.ascontiguousarray(coef[None])
-        self.params = np.array([float(os_), (nx - 1) / 2.0 + _PAD, (ny - 1) / 2.0 + _PAD])
-        self.path = None
-
-    @property
-    def flux(self):
-        """Star flux (e-) of a per-star ePSF (``build_epsf(per_star=True)``), else None."""
-        return self.meta.get("flux")
-
-    def default_roi(self) -> int:
-        return self.roi
-
-    @property
-    def spec(self) -> str:
-        return f"epsf:{self.path}" if self.path else "epsf:<in memory>"
-
-    def __repr__(self):
-        ny, nx = self.data.shape
-        return f"<EPSF {nx}x{ny} nodes, oversampling {self.oversampling}, roi {self.roi}>"
-
-    def evaluate(self, dx, dy):
-        """The interpolated ePSF at offsets ``(dx, dy) = pixel centre - star`` (px), broadcast."""
-        dx, dy = np.broadcast_arrays(np.asarray(dx, float), np.asarray(dy, float))
-        zero = np.zeros(dx.size, np.int64)
-        val, _, _ = self.render(-dx.ravel(), -dy.ravel(), zero, zero, (1, 1))
-        return val[:, 0, 0].reshape(dx.shape)
-
-    def save(self, path, overwrite=True):
-        """Write the grid and its metadata to a FITS file (read back with :meth:`EPSF.load`)."""
-        path = Path(path)
-        hdu = fits.PrimaryHDU(self.data)
-        hdr = hdu.header
-        hdr["EPSF"] = (True, "startrack effective PSF")
-        for key, card in _KEYS.items():
-            value = self.meta.get(key)
-            if isinstance(value, (bool, np.bool_)):
-                hdr[card] = bool(value)
-            elif isinstance(value, (int, float, np.integer, np.floating)) and np.isfinite(value):
-                hdr[card] = value.item() if hasattr(value, "item") else value
-            elif isinstance(value, str):
-                hdr[card] = value
-        hdr["COMMENT"] = "pixel (i, j) records data at offset ((j - x) * OVERSAMP, (i - y) * OVERSAMP)"
-        hdr["COMMENT"] = "nodes from the grid centre; unit flux sums to OVERSAMP**2"
-        if path.parent and not path.parent.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-        hdu.writeto(path, overwrite=overwrite)
-        self.path = str(path)
-
-    @classmethod
-    def load(cls, path) -> "EPSF":
-        """Read an ePSF written by :meth:`save`."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"ePSF file not found: {path}")
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                with fits.open(path, memmap=False) as hdul:
-                    data = np.asarray(hdul[0].data, dtype=float)
-                    hdr = hdul[0].header.copy()
-        except (OSError, ValueError, TypeError, IndexError) as exc:
-            raise ValueError(f"{path}: not a readable FITS file ({str(exc).splitlines()[0]})") from None
-        if "OVERSAMP" not in hdr or data.ndim != 2:
-            raise ValueError(f"{path}: not an ePSF file (no OVERSAMP keyword or no 2-D grid)")
-        meta = {key: hdr[card] for key, card in _KEYS.items() if card in hdr}
-        model = cls(data, int(hdr["OVERSAMP"]), roi=hdr.get("ROI"), meta=meta)
-        model.path = str(path)
-        return model
 
 
 # -- grid estimate ----------------------------------------------------------
@@ -197,8 +72,8 @@ def _normal_stencil(su, sv, wt, val, nc):
             continue
         iu = int(math.floor(su[k]))
         iv = int(math.floor(sv[k]))
-        wx, _, _ = _bspline_weights(su[k] - iu, 1.0)
-        wy, _, _ = _bspline_weights(sv[k] - iv, 1.0)
+        wx, _, _ = bspline_weights(su[k] - iu, 1.0)
+        wy, _, _ = bspline_weights(sv[k] - iv, 1.0)
         for a in range(4):
             for b in range(4):
                 bas[a, b] = wy[a] * wx[b]
@@ -276,8 +151,8 @@ def _spline_at(coef, su, sv):
     for k in range(su.shape[0]):
         iu = int(math.floor(su[k]))
         iv = int(math.floor(sv[k]))
-        wx, _, _ = _bspline_weights(su[k] - iu, 1.0)
-        wy, _, _ = _bspline_weights(sv[k] - iv, 1.0)
+        wx, _, _ = bspline_weights(su[k] - iu, 1.0)
+        wy, _, _ = bspline_weights(sv[k] - iv, 1.0)
         acc = 0.0
         for a in range(4):
             for b in range(4):
@@ -428,13 +303,7 @@ def _frame_masks(mask, frames):
         mask = [mask] * len(frames)
     if len(mask) != len(frames):
         raise ValueError(f"mask must be one 2-D array or one per frame, got {len(mask)} for {len(frames)} frames")
-    out = []
-    for i, (m, f) in enumerate(zip(mask, frames)):
-        m = np.asarray(m, dtype=bool)
-        if m.shape != f.shape:
-            raise ValueError(f"mask[{i}] shape {m.shape} does not match frame shape {f.shape}")
-        out.append(m)
-    return out
+    return [as_mask(m, f.shape, f"mask[{i}]") for i, (m, f) in enumerate(zip(mask, frames))]
 
 
 def _cut_stamps(frames, positions, masks, sensor, roi, isolation):
@@ -702,21 +571,14 @@ def build_epsf(images, positions, sensor: Sensor | None = None, *, oversampling=
     frames = _as_frames(images)
     pos = _frame_positions(positions, len(frames))
     masks = _frame_masks(mask, frames)
-    if sensor is None:
-        sensor = Sensor(gain=1.0)
-    elif not isinstance(sensor, Sensor):
-        raise ValueError(f"sensor must be a startrack.Sensor, got {type(sensor).__name__}")
-    if isinstance(roi, bool) or int(roi) != roi or roi < 3 or roi % 2 == 0:
-        raise ValueError(f"roi must be an odd integer >= 3 (px), got {roi!r}")
-    if isinstance(oversampling, bool) or int(oversampling) != oversampling or not 1 <= oversampling <= 16:
-        raise ValueError(f"oversampling must be an integer from 1 to 16, got {oversampling!r}")
-    if isinstance(iterations, bool) or int(iterations) != iterations or iterations < 1:
-        raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
-    if tie not in (None, "shift", "affine"):
-        raise ValueError(f"tie must be None, 'shift' or 'affine', got {tie!r}")
-    if not clip > 0 or not tol > 0 or not smoothing >= 0:
-        raise ValueError(f"clip and tol must be positive and smoothing >= 0, got clip={clip}, tol={tol}, "
-                         f"smoothing={smoothing}")
+    sensor = as_sensor(sensor)
+    roi = as_int(roi, "roi", minimum=3, odd=True)
+    oversampling = as_int(oversampling, "oversampling", minimum=1, maximum=16)
+    iterations = as_int(iterations, "iterations", minimum=1)
+    one_of(tie, "tie", (None, "shift", "affine"))
+    clip = as_float(clip, "clip", positive=True, unit="sigmas")
+    tol = as_float(tol, "tol", positive=True, unit="px")
+    smoothing = as_float(smoothing, "smoothing", nonnegative=True)
     if (per_star or tie) and len({len(p) for p in pos}) > 1:
         raise ValueError("per_star and tie need the same stars, in the same order, in every frame's positions "
                          "(NaN where a star is missing)")
@@ -880,7 +742,7 @@ def _iterate(stamps, local, corner, ids, groups, sensor, st):
         use = good
     shared = next((m for m in models if m is not None), None)
     if shared is not None:
-        r_eq = equivalent_radius(shared)
+        r_eq = shared.equivalent_radius()
         if r_eq * os_ < 1.0:
             warnings.warn(f"the ePSF (equivalent Gaussian radius {r_eq:.2f} px) is sharper than a grid of "
                           f"{1 / os_:g} px resolves: use oversampling >= {math.ceil(1.2 / r_eq)}", stacklevel=3)

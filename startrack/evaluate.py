@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 from astropy.table import Table
 
-from .crlb import param_names, precision_limit
+from .crlb import precision_limit
+from .likelihood import param_names
 from .detect import centroid
 from .localize import localize
 from .psf import PSFModel

@@ -19,10 +19,12 @@ import numpy as np
 from astropy import units as u
 from astropy.table import Table
 
-from .crlb import PARAMS, _accumulate, param_mask
-from .detect import as_image, as_positions, cg_window, median_inplace, roi_shape
+from .likelihood import PARAMS, accumulate, param_mask
+from ._kernels import median_inplace
+from .detect import cg_window
 from .psf import PSFModel, origin, render_one, work_shape
-from .sensor import Sensor
+from .sensor import Sensor, as_sensor
+from .validate import as_image, as_int, as_mask, as_positions, one_of, roi_shape
 
 __all__ = ["localize", "FLAGS"]
 
@@ -167,7 +169,7 @@ def _fit_kernel(data, weight, x0, y0, theta, kind, params, table, free, floor, t
             for a in range(4):
                 th[a] = theta[k, a]
             render_one(kind, params, table, th[0], th[1], x0[k], y0[k], r, work, True)
-            L = _accumulate(r, data[k], weight[k], th[2], th[3], floor, g, F, H, scratch)
+            L = accumulate(r, data[k], weight[k], th[2], th[3], floor, g, F, H, scratch)
             if not L > -np.inf:
                 status[k] = 3
                 continue
@@ -200,7 +202,7 @@ def _fit_kernel(data, weight, x0, y0, theta, kind, params, table, free, floor, t
                 it += 1
                 _propose(th, step, free, max_step, x0[k], y0[k], nx, ny, tr)
                 render_one(kind, params, table, tr[0], tr[1], x0[k], y0[k], r, work, True)
-                Lt = _accumulate(r, data[k], weight[k], tr[2], tr[3], floor, gt, Ft, Ht, scratch)
+                Lt = accumulate(r, data[k], weight[k], tr[2], tr[3], floor, gt, Ft, Ht, scratch)
                 if Lt >= L - 1e-12 * abs(L):
                     L = Lt
                     for a in range(4):
@@ -403,16 +405,11 @@ def localize(image, positions, model: PSFModel, sensor: Sensor | None = None, *,
     img = as_image(image)
     if not isinstance(model, PSFModel) or model.kind < 0:
         raise ValueError(f"model must be a startrack PSF model (e.g. GaussianPSF(0.3)), got {type(model).__name__}")
-    if sensor is None:
-        sensor = Sensor(gain=1.0)
-    elif not isinstance(sensor, Sensor):
-        raise ValueError(f"sensor must be a startrack.Sensor, got {type(sensor).__name__}")
+    sensor = as_sensor(sensor)
     free = param_mask(fit, "fit")
     ny, nx = roi_shape(roi)
-    if start not in ("cg", "given"):
-        raise ValueError(f"start must be 'cg' or 'given', got {start!r}")
-    if int(max_iter) < 1:
-        raise ValueError(f"max_iter must be >= 1, got {max_iter}")
+    one_of(start, "start", ("cg", "given"))
+    max_iter = as_int(max_iter, "max_iter", minimum=1)
     xy = as_positions(positions)
     n = len(xy)
     fixed_flux = _column_or(flux, positions, "flux", n, "flux")
@@ -422,10 +419,7 @@ def localize(image, positions, model: PSFModel, sensor: Sensor | None = None, *,
     if not free[3] and fixed_bg is None:
         raise ValueError("background is not fitted: pass background= (e-/pixel) or a positions table "
                          "with a 'background' column")
-    if mask is not None:
-        mask = np.asarray(mask, dtype=bool)
-        if mask.shape != img.shape:
-            raise ValueError(f"mask shape {mask.shape} does not match image shape {img.shape}")
+    mask = as_mask(mask, img.shape)
 
     h, w = img.shape
     flags = np.zeros(n, np.int64)

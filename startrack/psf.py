@@ -6,7 +6,13 @@ fraction change when the star moves?* :meth:`PSFModel.render` returns the
 pixel values and their x/y derivatives on an ROI grid. The fitter
 (:func:`startrack.localize`), the Cramér–Rao bound (:mod:`startrack.crlb`) and
 the simulator (:mod:`startrack.simulate`) use nothing else, so a new model
-(the data-built ePSF, a per-pixel turntable ePSF) plugs in without touching them.
+plugs in without touching them.
+
+The models: :class:`GaussianPSF` (pixel-integrated Gaussian),
+:class:`GaussianMixturePSF`, :class:`EPSF` (an effective PSF on a grid,
+built from the data by :func:`startrack.epsf.build_epsf`) and
+:class:`PixelEPSF` (per-pixel ePSF of a turntable calibration);
+:func:`parse_psf` makes any of them from its text form.
 
 Conventions: pixel (row i, column j) is centred at (x=j, y=i) and spans
 [j-0.5, j+0.5); positions are in pixels.
@@ -15,11 +21,16 @@ Conventions: pixel (row i, column j) is centred at (x=j, y=i) and spans
 from __future__ import annotations
 
 import math
+import warnings
+from pathlib import Path
 
 import numba as nb
 import numpy as np
 
-__all__ = ["PSFModel", "GaussianPSF", "GaussianMixturePSF", "parse_psf", "roi_origin"]
+from ._kernels import VECTOR_MATH, bspline_weights, normal_edges
+from .validate import as_float, as_int
+
+__all__ = ["PSFModel", "GaussianPSF", "GaussianMixturePSF", "EPSF", "PixelEPSF", "parse_psf", "roi_origin"]
 
 
 @nb.njit(cache=True)
@@ -117,17 +128,30 @@ class PSFModel:
         """Short text form accepted by :func:`parse_psf`."""
         raise NotImplementedError
 
+    def equivalent_radius(self) -> float:
+        """Radius (px) of the pixel-integrated Gaussian that best matches the model's pixel values.
 
-_SQRT1_2 = 1.0 / math.sqrt(2.0)
-_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
-_INV_SQRT_PI = 1.0 / math.sqrt(math.pi)
-_LOG2E = 1.0 / math.log(2.0)
-_LN2_HI = 6.93147180369123816490e-01  # ln 2 split so that k * _LN2_HI is exact for |k| < 2^20
-_LN2_LO = 1.90821492927058770002e-10
-_INV_FACTORIALS = tuple(1.0 / math.factorial(j) for j in range(14))
-# Kernels that vectorise: sums may be reordered and divisions need no Python zero-division
-# check; NaN and inf keep their IEEE meaning.
-VECTOR_MATH = {"reassoc", "contract", "nsz", "arcp"}
+        Least squares over stars at 16 intra-pixel phases (the Gaussian's centre
+        free), so the noisy far tails of a measured ePSF, which would dominate a
+        second moment, barely count.
+        """
+        half = int(math.ceil(min(self.support, 6.0)))
+        size = 2 * half + 1
+        ph = np.arange(-0.375, 0.5, 0.25)
+        px, py = (a.ravel() + half for a in np.meshgrid(ph, ph))
+        zero = np.zeros(px.size, np.int64)
+        target = self.render(px, py, zero, zero, (size, size))[0]
+
+        def resid(p):
+            g = GaussianPSF(abs(p[0]) + 1e-3).render(px + p[1], py + p[2], zero, zero, (size, size))[0]
+            return (g - target).ravel()
+
+        from scipy.optimize import least_squares  # here: importing scipy.optimize costs every CLI run 0.3 s
+
+        fit = least_squares(resid, [0.5, 0.0, 0.0], x_scale=[0.1, 0.1, 0.1])
+        return float(abs(fit.x[0]) + 1e-3)
+
+
 # Edge rows of the render work space are padded to whole multiples of this many lanes: loops of a
 # dozen iterations otherwise run in LLVM's scalar remainder instead of on SIMD vectors.
 _LANES = 16
@@ -143,68 +167,6 @@ def _edge_width(ny, nx):
 def work_shape(ny, nx):
     """(rows, width) of the scratch array :func:`render_one` needs for an ``ny`` x ``nx`` ROI."""
     return 9, max(ny, nx, _edge_width(ny, nx))
-
-
-@nb.njit(cache=True, fastmath=VECTOR_MATH, error_model="numpy")
-def _normal_edges(t, tail, pdf, n):
-    """Upper normal tail Q(|t|) = erfc(|t|/sqrt 2)/2 and density phi(t) of ``t[:n]``, on SIMD vectors.
-
-    numba's ``math.erfc`` and ``math.exp`` are libm calls that neither vectorise
-    nor share work (PyPI's llvmlite has no SVML). Here ``exp`` is a range
-    reduction to ``2^k e^r`` (the power of two built on the bits, ``e^r`` by its
-    Taylor series to r^13, |r| <= ln2/2), and the tail is W. J. Cody's rational
-    approximations of erf/erfc (Math. Comp. 23, 631, 1969; the coefficients of
-    his CALERF) in the form ``exp(-x^2) R(x)``, so one exponential serves both.
-    All three of Cody's intervals are evaluated and one is selected, so the
-    loop has no branches. Relative error < 3e-13 wherever the tail is a normal
-    float. ``pdf`` holds the powers of two until it is overwritten.
-    """
-    scale = pdf.view(np.int64)
-    for e in range(n):
-        k = max(math.floor(-0.5 * t[e] * t[e] * _LOG2E + 0.5), -1022.0)
-        scale[e] = (np.int64(k) + 1023) << 52
-        tail[e] = k
-    c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13 = _INV_FACTORIALS
-    for e in range(n):
-        y = -0.5 * t[e] * t[e]
-        k = tail[e]
-        r = (y - k * _LN2_HI) - k * _LN2_LO
-        ex = ((((((((((((c13 * r + c12) * r + c11) * r + c10) * r + c9) * r + c8) * r + c7) * r + c6) * r
-                    + c5) * r + c4) * r + c3) * r + c2) * r + c1) * r + c0
-        ex = ex * pdf[e] if y > -708.0 else 0.0  # exp(-t^2/2); below e^-708 it is not a normal float
-        x = abs(t[e]) * _SQRT1_2
-        z = x * x
-        # erf(x) = x n1(z)/d1(z) for x <= 0.46875
-        n1 = ((((1.85777706184603153e-1 * z + 3.16112374387056560e0) * z + 1.13864154151050156e2) * z
-               + 3.77485237685302021e2) * z + 3.20937758913846947e3)
-        d1 = ((((z + 2.36012909523441209e1) * z + 2.44024637934444173e2) * z + 1.28261652607737228e3) * z
-              + 2.84423683343917062e3)
-        # erfc(x) = exp(-x^2) n2(x)/d2(x) for 0.46875 < x <= 4
-        n2 = ((((((((2.15311535474403846e-8 * x + 5.64188496988670089e-1) * x + 8.88314979438837594e0) * x
-                   + 6.61191906371416295e1) * x + 2.98635138197400131e2) * x + 8.81952221241769090e2) * x
-                 + 1.71204761263407058e3) * x + 2.05107837782607147e3) * x + 1.23033935479799725e3)
-        d2 = ((((((((x + 1.57449261107098347e1) * x + 1.17693950891312499e2) * x + 5.37181101862009858e2) * x
-                   + 1.62138957456669019e3) * x + 3.29079923573345963e3) * x + 4.36261909014324716e3) * x
-                + 3.43936767414372164e3) * x + 1.23033935480374942e3)
-        # erfc(x) = exp(-x^2) (1/sqrt(pi) - n3/(z d3)) / x for x > 4: Cody's series in 1/z times z^5
-        n3 = (((((6.58749161529837803e-4 * z + 1.60837851487422766e-2) * z + 1.25781726111229246e-1) * z
-                + 3.60344899949804439e-1) * z + 3.05326634961232344e-1) * z + 1.63153871373020978e-2)
-        d3 = (((((2.33520497626869185e-3 * z + 6.05183413124413191e-2) * z + 5.27905102951428412e-1) * z
-                + 1.87295284992346047e0) * z + 2.56852019228982242e0) * z + 1.0)
-        if x <= 0.46875:
-            num = 0.5 * (d1 - x * n1)
-            den = d1
-            f = 1.0
-        elif x <= 4.0:
-            num = n2
-            den = d2
-            f = 0.5 * ex
-        else:
-            num = _INV_SQRT_PI * z * d3 - n3
-            den = x * z * d3
-            f = 0.5 * ex
-        tail[e] = f * (num / den)
-        pdf[e] = ex * _INV_SQRT_2PI
 
 
 @nb.njit(cache=True, fastmath=VECTOR_MATH, error_model="numpy")
@@ -243,7 +205,7 @@ def _gaussian_profiles(x, y, sx, sy, x0, y0, nx, ny, work):
     _axis_edges(y, y0, ny, iy, t, nx + 1)
     width = _edge_width(ny, nx)
     t[nx + ny + 2:width] = 0.0
-    _normal_edges(t, tail, pdf, width)
+    normal_edges(t, tail, pdf, width)
     _axis_profile(t, tail, pdf, 0, nx, ix, work[0], work[1], work[2])
     _axis_profile(t, tail, pdf, nx + 1, ny, iy, work[3], work[4], work[5])
 
@@ -288,20 +250,6 @@ def _mixture_one(params, x, y, x0, y0, out, work, second):
 
 
 @nb.njit(cache=True)
-def _bspline_weights(t, scale):
-    """Uniform cubic B-spline weights of the four knots around fraction ``t`` in [0, 1),
-    and their first and second derivatives times ``scale`` and ``scale**2``."""
-    s = 1.0 - t
-    t2 = t * t
-    sc2 = scale * scale
-    w = (s * s * s / 6.0, (3.0 * t2 * t - 6.0 * t2 + 4.0) / 6.0, (-3.0 * t2 * t + 3.0 * t2 + 3.0 * t + 1.0) / 6.0,
-         t2 * t / 6.0)
-    dw = (-0.5 * s * s * scale, (1.5 * t2 - 2.0 * t) * scale, (-1.5 * t2 + t + 0.5) * scale, 0.5 * t2 * scale)
-    hw = (s * sc2, (3.0 * t - 2.0) * sc2, (1.0 - 3.0 * t) * sc2, t * sc2)
-    return w, dw, hw
-
-
-@nb.njit(cache=True)
 def _grid_one(params, table, x, y, x0, y0, out, second):
     """Cubic B-spline ePSF: the value of a pixel is ``ePSF(pixel centre - star)``.
 
@@ -322,8 +270,8 @@ def _grid_one(params, table, x, y, x0, y0, out, second):
     v = (y0 - y) * os + params[2]
     iu = int(math.floor(u))
     iv = int(math.floor(v))
-    wx, dwx, hwx = _bspline_weights(u - iu, -os)
-    wy, dwy, hwy = _bspline_weights(v - iv, -os)
+    wx, dwx, hwx = bspline_weights(u - iu, -os)
+    wy, dwy, hwy = bspline_weights(v - iv, -os)
     for i in range(ny):
         rb = iv - 1 + i * step
         for j in range(nx):
@@ -518,11 +466,8 @@ class GaussianPSF(PSFModel):
     """
 
     def __init__(self, sigma, sigma_y=None):
-        sx = float(sigma)
-        sy = sx if sigma_y is None else float(sigma_y)
-        for name, s in (("sigma", sx), ("sigma_y", sy)):
-            if not math.isfinite(s) or s <= 0:
-                raise ValueError(f"{name} must be a positive number of pixels, got {s}")
+        sx = as_float(sigma, "sigma", positive=True, unit="pixels")
+        sy = sx if sigma_y is None else as_float(sigma_y, "sigma_y", positive=True, unit="pixels")
         self.sigma_x = sx
         self.sigma_y = sy
         self.support = 4.0 * max(sx, sy) + 0.5
@@ -536,6 +481,9 @@ class GaussianPSF(PSFModel):
     @property
     def params(self) -> np.ndarray:
         return np.array([self.sigma_x, self.sigma_y])
+
+    def equivalent_radius(self) -> float:
+        return float(math.sqrt(0.5 * (self.sigma_x**2 + self.sigma_y**2)))
 
     @property
     def spec(self) -> str:
@@ -597,6 +545,360 @@ class GaussianMixturePSF(PSFModel):
         return f"GaussianMixturePSF({self.components.tolist()})"
 
 
+# -- the effective PSF on a grid (built from the data by startrack.epsf.build_epsf) -------------------
+
+#: Zero nodes padded around the grid: the spline decays to zero beyond the ePSF's extent.
+_PAD = 4
+
+#: FITS header keywords of the metadata :meth:`EPSF.save` writes.
+_KEYS = {"oversampling": "OVERSAMP", "roi": "ROI", "n_stars": "NSTARS", "n_input": "NINPUT",
+         "iterations": "NITER", "converged": "CONVERGD", "shift": "LASTSHFT", "flux": "FLUX",
+         "per_star": "PERSTAR", "star": "STAR", "n_saturated": "NSATUR", "n_contaminated": "NCONTAM",
+         "n_incomplete": "NINCOMPL", "clip": "CLIP", "smoothing": "SMOOTHNG", "tie": "TIE",
+         "chi2": "CHI2", "clipped": "CLIPPED"}
+
+
+class EPSF(PSFModel):
+    """An effective PSF on a grid, as a PSF model (cubic B-spline interpolation).
+
+    Parameters
+    ----------
+    data : 2-D array, odd shape (ny, nx)
+        ePSF samples: ``data[k, l]`` is the fraction of unit flux recorded by
+        a pixel whose centre is at offset ``((l - (nx-1)/2) / oversampling,
+        (k - (ny-1)/2) / oversampling)`` px from the star. A unit-flux ePSF
+        sums to ``oversampling**2``.
+    oversampling : int
+        Grid nodes per pixel.
+    roi : int, optional
+        Fitting window the ePSF was built for (default: the largest odd
+        window its grid covers).
+    meta : dict, optional
+        Build metadata (``n_stars``, ``iterations``, ``converged``, ``flux`` ...).
+
+    Notes
+    -----
+    The spline interpolates the grid values; its derivatives, used by the
+    Newton fitter, are exact for the interpolant. Beyond the grid the ePSF
+    falls to zero within two nodes.
+    """
+
+    kind = GRID
+
+    def __init__(self, data, oversampling, *, roi=None, meta=None):
+        os_ = as_int(oversampling, "oversampling", minimum=1)
+        arr = np.array(data, dtype=np.float64)
+        if arr.ndim != 2 or arr.shape[0] % 2 == 0 or arr.shape[1] % 2 == 0 or min(arr.shape) < 3:
+            raise ValueError(f"ePSF data must be a 2-D grid with odd sides >= 3, got shape {arr.shape}")
+        if not np.all(np.isfinite(arr)):
+            raise ValueError("ePSF data must be finite")
+        arr.setflags(write=False)
+        self.data = arr
+        self.oversampling = os_
+        ny, nx = arr.shape
+        half = (min(nx, ny) - 1) / (2.0 * os_)
+        self.roi = int(roi) if roi is not None else max(1, 2 * int(math.floor(half)) + 1)
+        self.meta = dict(meta or {})
+        self.meta.update(oversampling=os_, roi=self.roi)
+        self.support = (max(nx, ny) - 1) / (2.0 * os_) + 2.0 / os_
+        from scipy import ndimage  # here: scipy.ndimage costs every `import startrack` 0.2 s
+
+        coef = ndimage.spline_filter(np.pad(arr, _PAD), order=3, mode="mirror")
+        self.table = np.ascontiguousarray(coef[None])
+        self.params = np.array([float(os_), (nx - 1) / 2.0 + _PAD, (ny - 1) / 2.0 + _PAD])
+        self.path = None
+
+    @property
+    def flux(self):
+        """Star flux (e-) of a per-star ePSF (``build_epsf(per_star=True)``), else None."""
+        return self.meta.get("flux")
+
+    def default_roi(self) -> int:
+        return self.roi
+
+    @property
+    def spec(self) -> str:
+        return f"epsf:{self.path}" if self.path else "epsf:<in memory>"
+
+    def __repr__(self):
+        ny, nx = self.data.shape
+        return f"<EPSF {nx}x{ny} nodes, oversampling {self.oversampling}, roi {self.roi}>"
+
+    def evaluate(self, dx, dy):
+        """The interpolated ePSF at offsets ``(dx, dy) = pixel centre - star`` (px), broadcast."""
+        dx, dy = np.broadcast_arrays(np.asarray(dx, float), np.asarray(dy, float))
+        zero = np.zeros(dx.size, np.int64)
+        val, _, _ = self.render(-dx.ravel(), -dy.ravel(), zero, zero, (1, 1))
+        return val[:, 0, 0].reshape(dx.shape)
+
+    def save(self, path, overwrite=True):
+        """Write the grid and its metadata to a FITS file (read back with :meth:`EPSF.load`)."""
+        from astropy.io import fits
+
+        path = Path(path)
+        hdu = fits.PrimaryHDU(self.data)
+        hdr = hdu.header
+        hdr["EPSF"] = (True, "startrack effective PSF")
+        for key, card in _KEYS.items():
+            value = self.meta.get(key)
+            if isinstance(value, (bool, np.bool_)):
+                hdr[card] = bool(value)
+            elif isinstance(value, (int, float, np.integer, np.floating)) and np.isfinite(value):
+                hdr[card] = value.item() if hasattr(value, "item") else value
+            elif isinstance(value, str):
+                hdr[card] = value
+        hdr["COMMENT"] = "pixel (i, j) records data at offset ((j - x) * OVERSAMP, (i - y) * OVERSAMP)"
+        hdr["COMMENT"] = "nodes from the grid centre; unit flux sums to OVERSAMP**2"
+        if path.parent and not path.parent.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+        hdu.writeto(path, overwrite=overwrite)
+        self.path = str(path)
+
+    @classmethod
+    def load(cls, path) -> "EPSF":
+        """Read an ePSF written by :meth:`save`."""
+        from astropy.io import fits
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"ePSF file not found: {path}")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with fits.open(path, memmap=False) as hdul:
+                    data = np.asarray(hdul[0].data, dtype=float)
+                    hdr = hdul[0].header.copy()
+        except (OSError, ValueError, TypeError, IndexError) as exc:
+            raise ValueError(f"{path}: not a readable FITS file ({str(exc).splitlines()[0]})") from None
+        if "OVERSAMP" not in hdr or data.ndim != 2:
+            raise ValueError(f"{path}: not an ePSF file (no OVERSAMP keyword or no 2-D grid)")
+        meta = {key: hdr[card] for key, card in _KEYS.items() if card in hdr}
+        model = cls(data, int(hdr["OVERSAMP"]), roi=hdr.get("ROI"), meta=meta)
+        model.path = str(path)
+        return model
+
+
+# -- the per-pixel ePSF of a turntable calibration (startrack.calibration.turntable) ------------------
+
+
+def _breaks(v, name):
+    v = np.asarray(v, dtype=float)
+    if v.ndim != 1 or v.size < 4:
+        raise ValueError(f"{name} must hold at least 4 star positions (not-a-knot cubic spline), got {v.size}")
+    if not np.all(np.isfinite(v)) or np.any(np.diff(v) <= 0):
+        raise ValueError(f"{name} must be finite and strictly increasing")
+    return v
+
+
+class PixelEPSF(PSFModel):
+    """Per-pixel ePSF: each calibrated pixel's recorded fraction of the flux against the star position.
+
+    The small-PSF paper's first way (Zhan et al. 2023, Engineering 27, 140,
+    section 2.1): a spot is stepped across the sensor at known sub-pixel
+    steps; each pixel's mean value, as a function of the known star position,
+    is that pixel's own ePSF ``phi_ij(x)`` (or ``phi_ij(x, y)`` on a 2-D grid
+    of positions), interpolated by a not-a-knot cubic spline. Unlike one
+    shared ePSF it carries each pixel's response non-uniformity and the
+    optics' local aberrations, but only for the sensor region and the range
+    of positions calibrated. Rendered by kind ``PIXEL_GRID`` with the
+    spline's exact first and second derivatives. Build one with
+    :func:`startrack.calibration.turntable.build_pixel_epsf`.
+
+    Parameters
+    ----------
+    values : ndarray
+        Fraction of unit flux recorded by each pixel of the calibrated block:
+        shape ``(nx, nrows, ncols)`` for stars at positions ``x`` along one
+        axis (1-D), or ``(nx, ny, nrows, ncols)`` for stars on the grid
+        ``x`` by ``y`` (2-D).
+    x : array, shape (nx,)
+        Star x positions (px, frame coordinates), strictly increasing.
+    y : float or array, shape (ny,)
+        The star row the 1-D scan ran along (px; a number), or the grid's y
+        positions (2-D).
+    col0, row0 : int
+        Frame column and row of the block's first pixel.
+    transform : (tx, ty, A), optional
+        2-D only: the grid coordinates of a star at frame position (x, y) are
+        ``(u, v) = A @ (x - tx, y - ty)`` (A a 2x2 matrix), so a grid stepped
+        by a turntable mounted at an angle to the pixel rows is modelled
+        exactly; ``x`` and ``y`` are then the grid's u and v positions.
+        Default: the identity (grid in frame coordinates).
+    period : int, optional
+        Repeat the block every ``period`` rows: a stack of frames tiled
+        vertically into one mosaic (period = tile height) is then fitted in
+        one :func:`startrack.localize` call. Default 0 (no repeat).
+    meta : dict, optional
+        Calibration metadata (``flux`` e-, ``background`` e-/px, ...).
+
+    Notes
+    -----
+    A 1-D model ignores the star's y (it is the calibrated row ``y``): fit
+    x only, with y held (``fit=("x",)`` or with flux/background). Beyond the
+    calibrated positions the end cubic pieces extrapolate; stay inside
+    :attr:`x_range` (and :attr:`y_range`).
+    """
+
+    kind = PIXEL_GRID
+    support = 2.0
+
+    def __init__(self, values, x, y, *, col0, row0, transform=None, period=0, meta=None):
+        values = np.asarray(values, dtype=float)
+        self.x = _breaks(x, "x")
+        if np.ndim(y) == 0:
+            self.ndim = 1
+            self.y = float(y)
+            shape_ok = values.ndim == 3 and values.shape[0] == self.x.size
+        else:
+            self.ndim = 2
+            self.y = _breaks(y, "y")
+            shape_ok = values.ndim == 4 and values.shape[:2] == (self.x.size, self.y.size)
+        if not shape_ok:
+            want = "(nx, nrows, ncols)" if self.ndim == 1 else "(nx, ny, nrows, ncols)"
+            raise ValueError(f"values must have shape {want} matching the positions, got {values.shape}")
+        if not np.all(np.isfinite(values)):
+            raise ValueError("values must be finite")
+        self.values = values
+        self.col0, self.row0 = int(col0), int(row0)
+        self.nrows, self.ncols = values.shape[-2:]
+        if transform is None:
+            transform = (0.0, 0.0, np.eye(2))
+        tx, ty, A = float(transform[0]), float(transform[1]), np.asarray(transform[2], dtype=float)
+        if A.shape != (2, 2) or not np.all(np.isfinite(A)) or abs(np.linalg.det(A)) < 1e-12:
+            raise ValueError("transform must be (tx, ty, A) with A an invertible 2x2 matrix")
+        if self.ndim == 1 and not (tx == 0 and ty == 0 and np.array_equal(A, np.eye(2))):
+            raise ValueError("a transform applies to 2-D grids only (a 1-D model is a function of frame x)")
+        self.transform = (tx, ty, A)
+        self.period = int(period)
+        if self.period < 0 or (self.period and self.period < self.nrows):
+            raise ValueError(f"period must be 0 or at least the block height ({self.nrows} rows), got {period}")
+        self.meta = dict(meta or {})
+        self.path = None
+        self.params, self.table = self._coefficients()
+
+    def _coefficients(self):
+        from scipy.interpolate import CubicSpline
+
+        npix = self.nrows * self.ncols
+        if self.ndim == 1:
+            v = self.values.reshape(self.x.size, npix)
+            c = CubicSpline(self.x, v, axis=0, bc_type="not-a-knot").c  # (4, nx-1, npix), highest power first
+            table = np.ascontiguousarray(c[::-1].transpose(2, 1, 0))
+            ybreaks = np.zeros(0)
+        else:
+            v = self.values.reshape(self.x.size, self.y.size, npix)
+            cx = CubicSpline(self.x, v, axis=0, bc_type="not-a-knot").c  # (a', k, l, p)
+            c = CubicSpline(self.y, cx, axis=2, bc_type="not-a-knot").c  # (b', l, a', k, p)
+            c = c[::-1, :, ::-1]  # ascending powers: (b, l, a, k, p)
+            table = np.ascontiguousarray(
+                c.transpose(4, 3, 1, 2, 0).reshape(npix, (self.x.size - 1) * (self.y.size - 1), 16))
+            ybreaks = self.y
+        tx, ty, A = self.transform
+        params = np.concatenate([[self.ndim, self.col0, self.row0, self.ncols, self.nrows, self.x.size,
+                                  ybreaks.size, self.period, tx, ty], A.ravel(), self.x, ybreaks]).astype(np.float64)
+        return params, table
+
+    @property
+    def x_range(self):
+        """Calibrated star x positions (min, max), px."""
+        return float(self.x[0]), float(self.x[-1])
+
+    @property
+    def y_range(self):
+        """Calibrated star y positions (min, max), px; a single row for a 1-D model."""
+        return (self.y, self.y) if self.ndim == 1 else (float(self.y[0]), float(self.y[-1]))
+
+    def default_roi(self) -> int:
+        return 5
+
+    def shifted(self, columns, rows) -> "PixelEPSF":
+        """The same model in a frame whose origin is ``columns``, ``rows`` px to the left and up.
+
+        For a model built on a crop at (col0, row0) of a full frame,
+        ``model.shifted(col0, row0)`` is the model in full-frame coordinates.
+        """
+        columns, rows = int(columns), int(rows)
+        kw = dict(col0=self.col0 + columns, row0=self.row0 + rows, period=self.period, meta=self.meta)
+        if self.ndim == 1:
+            return PixelEPSF(self.values, self.x + columns, self.y + rows, **kw)
+        tx, ty, A = self.transform
+        return PixelEPSF(self.values, self.x, self.y, transform=(tx + columns, ty + rows, A), **kw)
+
+    def tiled(self, period) -> "PixelEPSF":
+        """The same model repeated every ``period`` rows (see ``period`` above)."""
+        tx, ty, A = self.transform
+        return PixelEPSF(self.values, self.x, self.y, col0=self.col0, row0=self.row0,
+                         transform=None if self.ndim == 1 else (tx, ty, A), period=period, meta=self.meta)
+
+    # -- files ---------------------------------------------------------------
+    def save(self, path, overwrite=True):
+        """Write a FITS file: the pixel values (primary HDU) and the star positions (XPOS, YPOS)."""
+        from astropy.io import fits
+
+        hdr = fits.Header()
+        hdr["PSFKIND"] = ("PIXEL_EPSF", "per-pixel ePSF (startrack.PixelEPSF)")
+        hdr["NDIMPOS"] = (self.ndim, "1: scan along x at row YFIXED; 2: grid of x, y")
+        hdr["COL0"] = (self.col0, "frame column of the first calibrated pixel")
+        hdr["ROW0"] = (self.row0, "frame row of the first calibrated pixel")
+        if self.ndim == 1:
+            hdr["YFIXED"] = (self.y, "star row of the 1-D scan (px)")
+        else:
+            tx, ty, A = self.transform
+            hdr["GRIDTX"] = (tx, "grid (u, v) = A (x - TX, y - TY)")
+            hdr["GRIDTY"] = (ty, "grid (u, v) = A (x - TX, y - TY)")
+            for (i, j), v in np.ndenumerate(A):
+                hdr[f"GRIDA{i}{j}"] = (float(v), f"A[{i}, {j}]")
+        for k, v in self.meta.items():
+            if isinstance(v, (bool, int, float, str)) and not (isinstance(v, float) and not math.isfinite(v)):
+                hdr[f"HIERARCH {k}"] = v
+        hdus = [fits.PrimaryHDU(self.values, header=hdr), fits.ImageHDU(self.x, name="XPOS")]
+        if self.ndim == 2:
+            hdus.append(fits.ImageHDU(self.y, name="YPOS"))
+        fits.HDUList(hdus).writeto(path, overwrite=overwrite)
+        self.path = str(path)
+
+    @classmethod
+    def load(cls, path) -> "PixelEPSF":
+        """Read a file written by :meth:`save`."""
+        from astropy.io import fits
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such file")
+        try:
+            with fits.open(path) as hdul:
+                hdr = hdul[0].header
+                if hdr.get("PSFKIND") != "PIXEL_EPSF":
+                    raise ValueError("not a per-pixel ePSF file (no PSFKIND = PIXEL_EPSF)")
+                values = np.array(hdul[0].data, dtype=float)
+                x = np.array(hdul["XPOS"].data, dtype=float)
+                y = float(hdr["YFIXED"]) if hdr["NDIMPOS"] == 1 else np.array(hdul["YPOS"].data, dtype=float)
+                transform = None
+                if hdr["NDIMPOS"] == 2:
+                    transform = (hdr["GRIDTX"], hdr["GRIDTY"],
+                                 np.array([[hdr["GRIDA00"], hdr["GRIDA01"]], [hdr["GRIDA10"], hdr["GRIDA11"]]]))
+                skip = {"PSFKIND", "NDIMPOS", "COL0", "ROW0", "YFIXED", "GRIDTX", "GRIDTY", "GRIDA00", "GRIDA01",
+                        "GRIDA10", "GRIDA11"}
+                meta = {k: hdr[k] for k in hdr if k not in skip and k not in fits.PrimaryHDU().header
+                        and not k.startswith("NAXIS")}
+                col0, row0 = int(hdr["COL0"]), int(hdr["ROW0"])
+        except (OSError, KeyError, ValueError) as exc:
+            raise ValueError(f"{path}: cannot read a per-pixel ePSF ({str(exc).splitlines()[0]})") from None
+        model = cls(values, x, y, col0=col0, row0=row0, transform=transform, meta=meta)
+        model.path = str(path)
+        return model
+
+    @property
+    def spec(self) -> str:
+        return f"pixel-epsf:{self.path}" if self.path else "pixel-epsf"
+
+    def __repr__(self):
+        where = f"x {self.x[0]:.3f}..{self.x[-1]:.3f}"
+        where += f", y {self.y:.3f}" if self.ndim == 1 else f", y {self.y[0]:.3f}..{self.y[-1]:.3f}"
+        return (f"PixelEPSF({self.ndim}-D, {self.nrows}x{self.ncols} px block at column {self.col0}, row "
+                f"{self.row0}; {where})")
+
+
 def parse_psf(spec: str) -> PSFModel:
     """Build a PSF model from its text form.
 
@@ -619,12 +921,8 @@ def parse_psf(spec: str) -> PSFModel:
             raise ValueError(f"--psf gaussian takes SIGMA or SX,SY, got {arg!r}")
         return GaussianPSF(*sig)
     if kind == "epsf":
-        from .epsf import EPSF
-
         return EPSF.load(arg)
     if kind == "pixel-epsf":
-        from .pixel_epsf import PixelEPSF
-
         return PixelEPSF.load(arg)
     if kind == "mixture":
         try:

@@ -10,41 +10,13 @@ approximation used for sCMOS cameras).
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 
-try:  # Python >= 3.11
-    import tomllib
-except ModuleNotFoundError:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+from .validate import as_float, load_toml
 
-__all__ = ["Sensor", "load_toml"]
-
-
-def load_toml(path) -> dict:
-    """Read a TOML file, turning a syntax error into a one-line ``ValueError``."""
-    path = Path(path)
-    try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"camera file not found: {path}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{path}: not valid TOML ({exc})") from None
-
-
-def _positive(name, value, allow_zero=False):
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        need = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be finite and {need}, got {value}")
-    return value
+__all__ = ["Sensor", "as_sensor"]
 
 
 @dataclass(frozen=True)
@@ -81,18 +53,13 @@ class Sensor:
     saturation: float | None = None
 
     def __post_init__(self):
-        object.__setattr__(self, "gain", _positive("gain", self.gain))
-        try:
-            offset = float(self.offset)
-        except (TypeError, ValueError):
-            raise ValueError(f"offset must be a number, got {self.offset!r}") from None
-        if not math.isfinite(offset):
-            raise ValueError(f"offset must be finite, got {offset}")
+        object.__setattr__(self, "gain", as_float(self.gain, "gain", positive=True))
+        offset = as_float(self.offset, "offset", unit="DN")
         object.__setattr__(self, "offset", offset)
-        object.__setattr__(self, "dark_var", _positive("dark_var", self.dark_var, True))
-        object.__setattr__(self, "read_noise", _positive("read_noise", self.read_noise, True))
+        object.__setattr__(self, "dark_var", as_float(self.dark_var, "dark_var", nonnegative=True))
+        object.__setattr__(self, "read_noise", as_float(self.read_noise, "read_noise", nonnegative=True))
         if self.saturation is not None:
-            sat = _positive("saturation", self.saturation)
+            sat = as_float(self.saturation, "saturation", positive=True)
             if sat <= offset:
                 raise ValueError(f"saturation ({sat} DN) must exceed the offset ({offset} DN)")
             object.__setattr__(self, "saturation", sat)
@@ -168,3 +135,12 @@ class Sensor:
             if value is not None:
                 lines.append(f"{key} = {float(value)!r}")
         return "\n".join(lines) + "\n"
+
+
+def as_sensor(sensor, name="sensor") -> Sensor:
+    """``sensor`` if it is a :class:`Sensor`; None means a frame in photo-electrons (gain 1, no offset or dark noise)."""
+    if sensor is None:
+        return Sensor(gain=1.0)
+    if not isinstance(sensor, Sensor):
+        raise ValueError(f"{name} must be a startrack.Sensor, got {type(sensor).__name__}")
+    return sensor

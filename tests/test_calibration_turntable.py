@@ -8,7 +8,7 @@ from startrack.calibration.synthetic import simulate_turntable
 from startrack.calibration.turntable import (calibrate_turntable, evaluate_turntable, fit_alignment, read_turntable,
                                              scan_offsets, shared_epsf)
 from startrack.cli import main
-from startrack.pixel_epsf import PixelEPSF
+from startrack.psf import PixelEPSF
 
 SENSOR = st.Sensor(gain=0.14, offset=37.0, dark_var=54.40)
 

@@ -6,7 +6,8 @@ from astropy.io import fits
 from scipy.special import ndtr
 
 import startrack as st
-from startrack.epsf import EPSF, build_epsf, match_stars
+from startrack.epsf import build_epsf, match_stars
+from startrack.psf import EPSF
 from startrack.evaluate import position_errors
 from startrack.simulate import dithered_frames, spot_grid
 

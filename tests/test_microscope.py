@@ -190,7 +190,7 @@ def test_non_square_roi_in_localize_and_centroid():
     tup = st.localize(img, [(20, 2)], st.GaussianPSF(1.2), roi=(5, 5))
     assert np.allclose([sq["x"][0], sq["y"][0]], [tup["x"][0], tup["y"][0]], atol=0)
     assert tup.meta["roi"] == 5
-    for bad in [(0, 5), (1, 1), (2,), (2.0, 5), "5"]:
+    for bad in [(0, 5), (1, 1), (2,), (2.5, 5), "5"]:
         with pytest.raises(ValueError, match="roi"):
             st.localize(img, [(20, 2)], st.GaussianPSF(1.2), roi=bad)
 
@@ -207,17 +207,6 @@ def test_bancroft_exact_on_its_model(shape, x0, y0, sx, sy, weighted):
     spot[0, 0] = np.nan  # non-finite pixels are left out
     spot[-1, 0] = np.inf
     assert fluoro_bancroft(spot, (sx, sy), 50.0, weighted=weighted)[0] == pytest.approx(x0, abs=1e-9)
-
-
-def test_vectorised_log_matches_numpy():
-    from startrack.microscope.bancroft import _log
-
-    rng = np.random.default_rng(2)
-    x = np.concatenate([10.0 ** rng.uniform(-300, 300, 2000), rng.uniform(0.5, 2.0, 2000),
-                        [1.0, 2.0, 0.5, math.sqrt(2), np.nextafter(math.sqrt(2), 2), 2.2250738585072014e-308]])
-    out = np.empty_like(x)
-    _log(x, np.empty((2, x.size), np.uint64), out)
-    assert np.max(np.abs(out - np.log(x)) / np.maximum(1.0, np.abs(np.log(x)))) < 4e-16
 
 
 def test_bancroft_batch_and_backgrounds():

@@ -3,7 +3,7 @@ import pytest
 from scipy.interpolate import CubicSpline, RectBivariateSpline
 
 import startrack as st
-from startrack.pixel_epsf import PixelEPSF
+from startrack.psf import PixelEPSF
 
 SENSOR = st.Sensor(gain=0.14, offset=37.0, dark_var=54.40)
 

@@ -33,10 +33,11 @@ from scipy.optimize import least_squares
 from scipy.special import ndtr
 from scipy.stats import trim_mean
 
-from ..crlb import param_names, precision_limit
+from ..crlb import precision_limit
+from ..likelihood import param_names
 from ..detect import centroid
 from ..localize import localize
-from ..pixel_epsf import PixelEPSF
+from ..psf import PixelEPSF
 from ..sensor import Sensor
 from .dataset import load_frames, read_manifest
 

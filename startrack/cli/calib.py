@@ -191,7 +191,7 @@ def _write_result(res, table, out, table_path, suffix, plot_fn, plot_path, quiet
 
 def _camera_numbers(path, focal_length_mm, pixel_pitch_um):
     """Sensor and (focal length mm, pixel pitch um) from a camera file, options winning."""
-    from ..sensor import load_toml
+    from ..validate import load_toml
 
     data = load_toml(path)
     if "sensor" not in data:

@@ -10,7 +10,8 @@ from pathlib import Path
 from astropy.table import vstack
 
 from ..io import read_frame, write_table
-from ..sensor import Sensor, load_toml
+from ..sensor import Sensor
+from ..validate import load_toml
 
 
 def progress(iterable, total=None, desc=None, quiet=False):

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..design import REGIONS, design
-from ..epsf import EPSF
+from ..psf import EPSF
 from ..io import write_table
 from .common import pyplot
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 from astropy.table import Table
 
-from ..design import equivalent_radius
 from ..detect import detect
-from ..epsf import EPSF, build_epsf, match_stars
+from ..epsf import build_epsf, match_stars
+from ..psf import EPSF
 from ..io import read_frame, read_table, write_table
 from ..sensor import Sensor
 from .common import load_sensor, progress, pyplot
@@ -127,7 +127,7 @@ def run_build(args):
         m = epsf.meta
         print(f"wrote {args.out}: {m['n_stars']} star images of {m['n_input']} used, {m['iterations']} builds, "
               f"{'converged' if m['converged'] else 'NOT converged'} (last move {m['shift']:.2g} px), "
-              f"residual chi2 {m['chi2']:.2f}, equivalent Gaussian radius {equivalent_radius(epsf):.3f} px",
+              f"residual chi2 {m['chi2']:.2f}, equivalent Gaussian radius {epsf.equivalent_radius():.3f} px",
               file=sys.stderr)
     return 0
 
@@ -143,7 +143,7 @@ def _summary(epsf: EPSF):
         "flux (sum / oversampling^2)": f"{s / os_ ** 2:.4f}",
         "centroid (px)": f"({(g.sum(axis=0) * u).sum() / s:+.4f}, {(g.sum(axis=1) * u).sum() / s:+.4f})",
         "peak pixel fraction (star centred)": f"{float(epsf.evaluate(0.0, 0.0)):.4f}",
-        "equivalent Gaussian radius (px)": f"{equivalent_radius(epsf):.4f}",
+        "equivalent Gaussian radius (px)": f"{epsf.equivalent_radius():.4f}",
         "star images used": str(epsf.meta.get("n_stars", "?")),
         "builds / converged": f"{epsf.meta.get('iterations', '?')} / {epsf.meta.get('converged', '?')}",
         "residual chi2 per sample (1 = Poisson)": f"{epsf.meta.get('chi2', float('nan')):.3f}",
@@ -178,7 +178,7 @@ def run_show(args):
     ax[0].set_xlabel("dx = pixel centre - star (px)")
     ax[0].set_ylabel("dy (px)")
     ax[0].set_title("ePSF grid")
-    ref = GaussianPSF(equivalent_radius(epsf))
+    ref = GaussianPSF(epsf.equivalent_radius())
     ax[1].plot(d, prof_x, label="ePSF along x")
     ax[1].plot(d, prof_y, label="ePSF along y")
     ax[1].plot(d, ref.render(-d, np.zeros_like(d), np.zeros(d.size, int), np.zeros(d.size, int), (1, 1))[0][:, 0, 0],

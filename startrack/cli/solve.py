@@ -13,7 +13,7 @@ from ..sky.camera import Camera
 from ..sky.catalog import parse_time
 from ..sky.pipeline import solve_frames
 from ..psf import parse_psf
-from ..sensor import load_toml
+from ..validate import load_toml
 from .common import load_sensor, progress, save
 
 HELP = """Detect the stars of each frame, localise them by Poisson MLE with their

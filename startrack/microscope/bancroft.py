@@ -26,6 +26,9 @@ import math
 import numba as nb
 import numpy as np
 
+from .._kernels import log_into
+from ..validate import as_float, as_sigma_pair, as_stack
+
 __all__ = ["fluoro_bancroft"]
 
 _REWEIGHT = 2  # model-weighted solves after the data-weighted one; a third changes RMSE by < 1 %
@@ -78,39 +81,6 @@ def _accumulate(X, Y, alpha, w, M, r):
     r[0], r[1], r[2] = rx, ry, r1
 
 
-_LN2 = math.log(2.0)
-
-
-@nb.njit(cache=True, fastmath={"contract", "nsz", "arcp"}, error_model="numpy")
-def _log(x, bits, out):
-    """Natural log of positive, finite, normal ``x`` into ``out`` (``bits``: (2, n) uint64 scratch).
-
-    Written here because numba's ``math.log`` is a scalar libm call (no SVML):
-    this form vectorises, runs ~5x faster and agrees to 2e-15. x = 2^e z with z in
-    [sqrt(1/2), sqrt(2)); ln z = 2 atanh(s), s = (z - 1)/(z + 1), |s| < 0.172,
-    whose series to s^17 is exact to double precision.
-    """
-    n = x.shape[0]
-    xb = x.view(np.uint64)
-    zb = bits[0]
-    eb = bits[1]
-    for q in range(n):
-        b = xb[q]
-        m = b & np.uint64(0x000FFFFFFFFFFFFF)
-        big = np.uint64(1) if m > np.uint64(0x6A09E667F3BCD) else np.uint64(0)  # mantissa of sqrt(2)
-        zb[q] = m | (np.uint64(0x3FF0000000000000) - (big << np.uint64(52)))  # z: exponent 0, or -1 when big
-        eb[q] = np.uint64(0x4330000000000000) | ((b >> np.uint64(52)) + big)  # the double 2^52 + biased exponent
-    z = zb.view(np.float64)
-    e = eb.view(np.float64)
-    for q in range(n):
-        f = z[q] - 1.0
-        t = f / (2.0 + f)
-        t2 = t * t
-        p = t2 * (1 / 3 + t2 * (1 / 5 + t2 * (1 / 7 + t2 * (1 / 9 + t2 * (1 / 11 + t2 * (1 / 13 + t2 * (
-            1 / 15 + t2 / 17)))))))
-        out[q] = (e[q] - 4503599627371519.0) * _LN2 + 2.0 * t * (1.0 + p)  # 2^52 + 1023
-
-
 @nb.njit(cache=True)
 def _grid(ny, nx, ys, work):
     """Centred pixel coordinates (x; y scaled by ``ys``) into work[0], work[1] and half their squared radius into
@@ -124,12 +94,12 @@ def _grid(ny, nx, ys, work):
 
 
 @nb.njit(cache=True, error_model="numpy", fastmath={"nsz", "arcp", "contract"})
-def _bancroft_one(roi, sx, sy, bg, weighted, work, bits):
+def _bancroft_one(roi, sx, sy, bg, weighted, work):
     """fluoroBancroft position of one ROI in ROI pixel coordinates.
 
     ``work`` is (7, ny*nx): x, y and half the squared radius of every pixel
     (from :func:`_grid`), then scratch for ``I - bg``, alpha, the weights
-    and the pixels in use; ``bits`` is scratch for :func:`_log`. Pixels at or
+    and the pixels in use (``I - bg`` is overwritten by the logarithm). Pixels at or
     below the background (or not finite) get weight 0 rather than being
     skipped, which keeps the loops free of branches.
     """
@@ -148,7 +118,7 @@ def _bancroft_one(roi, sx, sy, bg, weighted, work, bits):
         m += ok
     if m < 3:
         return np.nan, np.nan
-    _log(D, bits, alpha)
+    log_into(D, alpha, ny * nx)
     for q in range(ny * nx):
         alpha[q] = R2[q] + s2 * alpha[q]
     M = np.empty((3, 3))
@@ -198,7 +168,7 @@ def _bancroft_single(roi, sx, sy, bg, weighted):
     """One ROI without the thread pool (a tracker's per-frame call)."""
     work = np.empty((7, roi.size))
     _grid(roi.shape[0], roi.shape[1], sx / sy, work)
-    return _bancroft_one(roi, sx, sy, bg, weighted, work, np.empty((2, roi.size), np.uint64))
+    return _bancroft_one(roi, sx, sy, bg, weighted, work)
 
 
 @nb.njit(cache=True, parallel=True)
@@ -207,10 +177,9 @@ def _bancroft_batch(rois, sx, sy, bg, weighted, out, nthreads):
     per = (n + nthreads - 1) // nthreads
     for t in nb.prange(nthreads):
         work = np.empty((7, ny * nx))
-        bits = np.empty((2, ny * nx), np.uint64)
         _grid(ny, nx, sx / sy, work)
         for k in range(t * per, min(n, (t + 1) * per)):
-            out[k, 0], out[k, 1] = _bancroft_one(rois[k], sx, sy, bg[k], weighted, work, bits)
+            out[k, 0], out[k, 1] = _bancroft_one(rois[k], sx, sy, bg[k], weighted, work)
 
 
 def fluoro_bancroft(roi, sigma, background, *, weighted=True):
@@ -249,21 +218,14 @@ def fluoro_bancroft(roi, sigma, background, *, weighted=True):
     >>> round(x, 6), round(y, 6)
     (4.3, 3.8)
     """
-    arr = np.asarray(roi)
-    if arr.dtype.kind not in "fiu":
-        raise ValueError(f"roi must hold real numbers, got dtype {arr.dtype}")
-    if arr.ndim not in (2, 3) or arr.size == 0:
-        raise ValueError(f"roi must be one ROI (ny, nx) or a stack (n, ny, nx), got shape {arr.shape}")
-    sx, sy = _sigmas(sigma)
-    if arr.dtype != np.float64 or not arr.flags.c_contiguous:
-        arr = np.ascontiguousarray(arr, dtype=np.float64)
-    if arr.ndim == 2:
-        bg = _background(background)
-        return _bancroft_single(arr, sx, sy, bg, bool(weighted))
+    arr = as_stack(roi, "roi")
+    sx, sy = as_sigma_pair(sigma)
+    if np.ndim(roi) == 2:
+        return _bancroft_single(arr[0], sx, sy, as_float(background, "background", nonnegative=True, unit="photo-electrons per pixel"), bool(weighted))
     n = arr.shape[0]
     bg = np.asarray(background, dtype=np.float64)
     if bg.ndim == 0:
-        bg = np.full(n, _background(float(bg)))
+        bg = np.full(n, as_float(bg, "background", nonnegative=True, unit="photo-electrons per pixel"))
     elif bg.shape != (n,):
         raise ValueError(f"background must be a number or one value per ROI ({n}), got shape {bg.shape}")
     elif not (np.all(np.isfinite(bg)) and np.all(bg >= 0)):
@@ -273,24 +235,3 @@ def fluoro_bancroft(roi, sigma, background, *, weighted=True):
     return out
 
 
-def _background(value):
-    try:
-        bg = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"background must be a number of photo-electrons per pixel, got {value!r}") from None
-    if not (math.isfinite(bg) and bg >= 0):
-        raise ValueError(f"background must be finite and >= 0 (photo-electrons per pixel), got {bg}")
-    return bg
-
-
-def _sigmas(sigma):
-    """(sigma_x, sigma_y) from one radius or a pair, validated."""
-    if isinstance(sigma, (int, float)) and not isinstance(sigma, bool):
-        s = (float(sigma), float(sigma))
-    else:
-        s = tuple(float(v) for v in np.atleast_1d(np.asarray(sigma, dtype=float)))
-        if len(s) == 1:
-            s = s * 2
-    if len(s) != 2 or not all(math.isfinite(v) and v > 0 for v in s):
-        raise ValueError(f"sigma must be a positive number of pixels or a pair (sigma_x, sigma_y), got {sigma!r}")
-    return s

@@ -32,6 +32,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ..validate import as_float, as_int
+
 __all__ = ["Optics", "MODES", "DEFAULT_PHOTONS", "DEFAULT_BACKGROUND", "DEFAULT_READ_NOISE", "DEFAULT_SCATTERING",
            "render", "simulate_pairs", "random_z"]
 
@@ -91,10 +93,8 @@ class Optics:
         if not 0 < self.na < self.n:
             raise ValueError(f"na must be in (0, n = {self.n}), got {self.na}")
         for name in ("wavelength_um", "pixel_um"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if int(self.size) != self.size or self.size < 4:
-            raise ValueError(f"size must be an integer >= 4, got {self.size}")
+            as_float(getattr(self, name), name, positive=True, unit="micrometres")
+        as_int(self.size, "size", minimum=4)
         planes = tuple(float(p) for p in np.atleast_1d(self.planes_um))
         if not planes or not np.all(np.isfinite(planes)):
             raise ValueError(f"planes_um must be one or more finite focal-plane positions, got {self.planes_um}")

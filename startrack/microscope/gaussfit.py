@@ -13,20 +13,10 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from ..localize import localize
+from ..validate import as_sigma_pair, as_stack, one_of
 from ..psf import GaussianPSF
-from .bancroft import _sigmas
 
-__all__ = ["gauss_lsq", "gauss_mle", "as_roi_stack"]
-
-
-def as_roi_stack(roi, name="roi"):
-    """Validate one ROI (ny, nx) or a stack (n, ny, nx): a float64 stack and whether one ROI was given."""
-    arr = np.asarray(roi)
-    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
-        raise ValueError(f"{name} must hold real numbers, got dtype {arr.dtype}")
-    if arr.ndim not in (2, 3) or arr.size == 0 or min(arr.shape[-2:]) < 3:
-        raise ValueError(f"{name} must be (ny, nx) or (n, ny, nx) with at least 3x3 pixels, got shape {arr.shape}")
-    return np.ascontiguousarray(arr.reshape((-1,) + arr.shape[-2:]), dtype=np.float64), arr.ndim == 2
+__all__ = ["gauss_lsq", "gauss_mle"]
 
 
 def _gauss_residual(t, xx, yy, d):
@@ -71,10 +61,10 @@ def gauss_lsq(roi, sigma, background=None, *, jac="analytic"):
     (x, y) tuple of float, or ndarray (n, 2)
         ROI pixel coordinates; NaN when the fit fails or ends outside the ROI.
     """
-    stack, single = as_roi_stack(roi)
-    sx, sy = _sigmas(sigma)
-    if jac not in ("analytic", "2-point"):
-        raise ValueError(f"jac must be 'analytic' or '2-point', got {jac!r}")
+    stack = as_stack(roi, "roi", min_size=3)
+    single = np.ndim(roi) == 2
+    sx, sy = as_sigma_pair(sigma)
+    one_of(jac, "jac", ("analytic", "2-point"))
     jacobian = _gauss_jacobian if jac == "analytic" else "2-point"
     n, ny, nx = stack.shape
     bg = None if background is None else np.broadcast_to(np.asarray(background, dtype=float), (n,))
@@ -125,9 +115,9 @@ def gauss_mle(roi, sigma, sensor=None, *, fit=("x", "y", "flux", "background"), 
         :func:`startrack.localize`'s columns with ``x, y`` (and ``x_start,
         y_start``) in ROI pixel coordinates, and ``roi`` (index in the stack).
     """
-    stack, _ = as_roi_stack(roi)
+    stack = as_stack(roi, "roi", min_size=3)
     n, ny, nx = stack.shape
-    sx, sy = _sigmas(sigma)
+    sx, sy = as_sigma_pair(sigma)
     centre = np.column_stack([np.full(n, 0.5 * (nx - 1)), np.arange(n) * ny + 0.5 * (ny - 1)])
     t = localize(stack.reshape(n * ny, nx), centre, GaussianPSF(sx, sy), sensor, fit=fit, roi=(ny, nx),
                  start="given", background=background)

@@ -32,6 +32,8 @@ import math
 
 import numba as nb
 import numpy as np
+
+from ..validate import as_float, as_int, as_stack
 from numba.core import types
 from numba.extending import overload
 
@@ -334,9 +336,7 @@ def as_signals(signal, name="signal"):
 def _check_smooth(smooth):
     if smooth is None or smooth == 1:
         return 1
-    if isinstance(smooth, bool) or not isinstance(smooth, (int, np.integer)) or smooth < 1 or smooth % 2 == 0:
-        raise ValueError(f"smooth must be an odd number of pixels (e.g. 3 or 5) or None, got {smooth!r}")
-    return int(smooth)
+    return as_int(smooth, "smooth (an odd number of pixels, e.g. 3 or 5, or None)", minimum=1, odd=True)
 
 
 def line_kernel(signals, mode, param, *, frac=_WIDTH_FRACTION, smooth=None):
@@ -417,8 +417,7 @@ def ephasor(signal, *, smooth=None, window=OPTIMAL_WINDOW):
     >>> round(ephasor(signal), 3)
     30.3
     """
-    if not (isinstance(window, (int, float)) and math.isfinite(window) and window > 0):
-        raise ValueError(f"window must be a positive number of sigmas, got {window!r}")
+    window = as_float(window, "window", positive=True, unit="sigmas")
     sig, single = as_signals(signal)
     return _result(line_kernel(sig, EPHASOR, window, smooth=smooth)[0], single)
 
@@ -430,8 +429,7 @@ def phasor(signal, half_width, *, smooth=None):
     "Phasor(20)"): right for one spot width, wrong for others. Parameters and
     result as :func:`ephasor`.
     """
-    if isinstance(half_width, bool) or not isinstance(half_width, (int, np.integer)) or half_width < 1:
-        raise ValueError(f"half_width must be a positive integer number of pixels, got {half_width!r}")
+    half_width = as_int(half_width, "half_width", minimum=1)
     sig, single = as_signals(signal)
     return _result(line_kernel(sig, FIXED_PHASOR, half_width, smooth=smooth)[0], single)
 
@@ -490,14 +488,9 @@ def phasor_2d(roi):
     (x, y) tuple of float, or ndarray (n, 2)
         Position in ROI pixel coordinates (pixel (i, j) centred at x=j, y=i).
     """
-    arr = np.asarray(roi)
-    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
-        raise ValueError(f"roi must hold real numbers, got dtype {arr.dtype}")
-    if arr.ndim not in (2, 3) or arr.size == 0 or min(arr.shape[-2:]) < 3:
-        raise ValueError(f"roi must be (ny, nx) or (n, ny, nx) with at least 3x3 pixels, got shape {arr.shape}")
-    stack = np.ascontiguousarray(arr.reshape((-1,) + arr.shape[-2:]), dtype=np.float64)
+    stack = as_stack(roi, "roi", min_size=3)
     out = np.empty((stack.shape[0], 2))
     _phasor2d_batch(stack, _TWIDDLE, out, nb.get_num_threads())
-    if arr.ndim == 2:
+    if np.ndim(roi) == 2:
         return float(out[0, 0]), float(out[0, 1])
     return out

@@ -12,12 +12,13 @@ import numpy as np
 from astropy import units as u
 from astropy.table import Table
 
-from ..detect import as_image, as_positions, detect
+from ..detect import detect
+from ..validate import as_image, as_int, as_positions, as_sigma_pair
 from ..localize import FLAGS, localize
 from ..psf import GaussianPSF, roi_origin
-from ..sensor import Sensor
+from ..sensor import Sensor, as_sensor
 from ..simulate import expose
-from .bancroft import _sigmas, fluoro_bancroft
+from .bancroft import fluoro_bancroft
 from .gaussfit import gauss_lsq
 from .phasor import phasor_2d
 
@@ -83,11 +84,9 @@ def localize_spots(image, sigma, *, method="mle", sensor=None, roi=None, thresho
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    sx, sy = _sigmas(sigma)
-    size = int(2 * np.ceil(3.0 * max(sx, sy)) + 1) if roi is None else roi
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or not 3 <= size <= 64:
-        raise ValueError(f"roi must be a width of 3 to 64 px, got {roi!r}")
-    sensor = Sensor(gain=1.0) if sensor is None else sensor
+    sx, sy = as_sigma_pair(sigma)
+    size = as_int(int(2 * np.ceil(3.0 * max(sx, sy)) + 1) if roi is None else roi, "roi", minimum=3, maximum=64)
+    sensor = as_sensor(sensor)
     img = as_image(image)
     det = detect(img, sensor, threshold=threshold, smooth=max(sx, sy), roi=size, max_stars=max_spots)
     t = Table()
@@ -139,7 +138,7 @@ def simulate_rois(n, size, sigma, flux, background, *, spread=0.5, seed=None):
         True (x, y) in ROI pixel coordinates.
     """
     rng = np.random.default_rng(seed)
-    sx, sy = _sigmas(sigma)
+    sx, sy = as_sigma_pair(sigma)
     truth = 0.5 * (size - 1) + rng.uniform(-spread, spread, (n, 2))
     z = np.zeros(n, np.int64)
     val, _, _ = GaussianPSF(sx, sy).render(truth[:, 0], truth[:, 1], z, z, (size, size))

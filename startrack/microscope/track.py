@@ -26,6 +26,7 @@ from astropy import units as u
 from astropy.table import Table
 
 from ..crlb import precision_limit
+from ..validate import as_float, as_int
 from ..localize import localize
 from ..psf import GaussianPSF
 from ..sensor import Sensor
@@ -53,8 +54,7 @@ def _default_half_width(sigma):
 def _check_half_width(half_width, sigma):
     if half_width is None:
         return _default_half_width(sigma)
-    if isinstance(half_width, bool) or not isinstance(half_width, (int, np.integer)) or half_width < 1:
-        raise ValueError(f"half_width must be a positive integer number of pixels, got {half_width!r}")
+    half_width = as_int(half_width, "half_width", minimum=1)
     return int(half_width)
 
 
@@ -190,15 +190,14 @@ def track1d(signals, *, pixel_nm=None, method="ephasor", smooth=None, window=OPT
     """
     if method not in _METHODS:
         raise ValueError(f"method must be one of {sorted(_METHODS)}, got {method!r}")
-    if pixel_nm is not None and not (math.isfinite(pixel_nm) and pixel_nm > 0):
-        raise ValueError(f"pixel_nm must be a positive number of nanometres, got {pixel_nm!r}")
+    if pixel_nm is not None:
+        pixel_nm = as_float(pixel_nm, "pixel_nm", positive=True, unit="nanometres")
     sig, _ = as_signals(signals, "signals")
     mode = _METHODS[method]
-    if mode == EPHASOR and not (math.isfinite(window) and window > 0):
-        raise ValueError(f"window must be a positive number of sigmas, got {window!r}")
-    if mode == FIXED_PHASOR and (isinstance(half_width, bool) or not isinstance(half_width, (int, np.integer))
-                                 or half_width < 1):
-        raise ValueError(f"half_width must be a positive integer number of pixels, got {half_width!r}")
+    if mode == EPHASOR:
+        window = as_float(window, "window", positive=True, unit="sigmas")
+    if mode == FIXED_PHASOR:
+        half_width = as_int(half_width, "half_width", minimum=1)
     if mode == CENTROID and not 0.0 <= fraction < 1.0:
         raise ValueError(f"fraction must be in [0, 1), got {fraction!r}")
     param = {EPHASOR: window, FIXED_PHASOR: half_width, CENTROID: 0.0}[mode]
@@ -235,9 +234,7 @@ def step_precision(positions, frames_per_step, *, pixel_nm=None):
         difference to the previous step's mean).
     """
     pos = np.asarray(positions, dtype=float).ravel()
-    if isinstance(frames_per_step, bool) or not isinstance(frames_per_step, (int, np.integer)) \
-            or frames_per_step < 2:
-        raise ValueError(f"frames_per_step must be an integer >= 2, got {frames_per_step!r}")
+    frames_per_step = as_int(frames_per_step, "frames_per_step", minimum=2)
     nstep = pos.size // frames_per_step
     if nstep == 0:
         raise ValueError(f"frames_per_step ({frames_per_step}) exceeds the number of frames ({pos.size})")

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ..sensor import _positive, load_toml
+from ..validate import as_float, as_int, load_toml
 
 __all__ = ["Camera"]
 
@@ -84,11 +84,9 @@ class Camera:
 
     def __post_init__(self):
         for name in ("width", "height"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{name} must be a positive whole number of pixels, got {v!r}")
-            object.__setattr__(self, name, int(v))
-        object.__setattr__(self, "focal_length_px", _positive("focal_length_px", self.focal_length_px))
+            object.__setattr__(self, name, as_int(getattr(self, name), name, minimum=1))
+        object.__setattr__(self, "focal_length_px",
+                           as_float(self.focal_length_px, "focal_length_px", positive=True))
         pp = self.principal_point
         if pp is None:
             pp = ((self.width - 1) / 2.0, (self.height - 1) / 2.0)
@@ -108,7 +106,7 @@ class Camera:
                 raise ValueError(f"distortion must be 5 finite numbers [k1, k2, p1, p2, k3], got {self.distortion!r}")
             object.__setattr__(self, "distortion", None if not any(d) else d)
         if self.pixel_pitch_um is not None:
-            object.__setattr__(self, "pixel_pitch_um", _positive("pixel_pitch_um", self.pixel_pitch_um))
+            object.__setattr__(self, "pixel_pitch_um", as_float(self.pixel_pitch_um, "pixel_pitch_um", positive=True))
 
     # -- construction ------------------------------------------------------
     @classmethod
@@ -133,7 +131,8 @@ class Camera:
         if "focal_length_px" in table:
             f_px = table["focal_length_px"]
         elif "focal_length_mm" in table and pitch is not None:
-            f_px = 1000.0 * _positive("focal_length_mm", table["focal_length_mm"]) / _positive("pixel_pitch_um", pitch)
+            f_px = (1000.0 * as_float(table["focal_length_mm"], "focal_length_mm", positive=True)
+                    / as_float(pitch, "pixel_pitch_um", positive=True))
         else:
             raise ValueError(f"{source}: [camera] needs 'focal_length_mm' and 'pixel_pitch_um' (or 'focal_length_px')")
         try:
@@ -146,7 +145,7 @@ class Camera:
     @classmethod
     def from_fov(cls, fov_deg, width, height, **kw) -> "Camera":
         """An ideal camera whose full horizontal field of view (edge to edge of the image) is ``fov_deg``."""
-        fov = _positive("fov_deg", fov_deg)
+        fov = as_float(fov_deg, "fov_deg", positive=True)
         if fov >= 180:
             raise ValueError(f"fov_deg must be below 180 degrees, got {fov}")
         return cls(width=width, height=height, focal_length_px=width / 2.0 / math.tan(math.radians(fov) / 2.0), **kw)

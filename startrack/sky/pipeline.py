@@ -20,7 +20,8 @@ from astropy.table import Table
 
 from .camera import Camera
 from .catalog import parse_time, vector_to_radec
-from ..detect import as_image, background_map, detect
+from ..detect import background_map, detect
+from ..validate import as_image
 from ..localize import FLAGS, localize
 from ..psf import PSFModel
 from ..sensor import Sensor
