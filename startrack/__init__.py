@@ -29,7 +29,8 @@ _aliases.install()
 from . import crlb, evaluate, simulate
 from .sky.camera import Camera
 from .detect import centroid, detect
-from .localize import FLAGS, localize
+from .flags import FLAGS, decode_flags
+from .localize import localize
 from .psf import EPSF, GaussianMixturePSF, GaussianPSF, PixelEPSF, PSFModel, parse_psf
 from .sensor import Sensor
 
@@ -51,5 +52,5 @@ def __dir__():
     return sorted(set(globals()) | set(_LAZY))
 
 __all__ = ["Sensor", "Camera", "GaussianPSF", "GaussianMixturePSF", "EPSF", "PixelEPSF", "PSFModel", "parse_psf",
-           "detect", "centroid", "localize", "build_epsf", "FLAGS", "crlb", "design", "epsf", "simulate",
-           "evaluate", "__version__"]
+           "detect", "centroid", "localize", "build_epsf", "FLAGS", "decode_flags", "crlb", "design", "epsf",
+           "simulate", "evaluate", "__version__"]

@@ -30,7 +30,8 @@ from scipy.spatial import cKDTree
 
 from .detect import centroid
 from .validate import as_float, as_image, as_int, as_mask, as_positions, one_of
-from .localize import FLAGS, localize
+from .flags import BAD_FIT
+from .localize import localize
 from ._kernels import bspline_weights
 from .psf import EPSF, roi_origin
 from .sensor import Sensor, as_sensor
@@ -683,7 +684,6 @@ def _iterate(stamps, local, corner, ids, groups, sensor, st):
     if tie:
         xy = np.where(use[:, None], _tie(xy + to_frame, use.astype(float), ids, *st["shape"], tie) - to_frame, xy)
     fit = ("x", "y", "background") if per_star else ("x", "y", "flux", "background")
-    bad_bits = FLAGS["no_fit"] | FLAGS["not_converged"] | FLAGS["moved"]
     need = os_**2
     converged = False
     shift = np.nan
@@ -727,7 +727,7 @@ def _iterate(stamps, local, corner, ids, groups, sensor, st):
                                **(dict(flux=total) if per_star else {}))
             new[g] = np.column_stack([np.asarray(res["x"], float), np.asarray(res["y"], float)])
             err[g] = np.hypot(np.asarray(res["x_err"], float), np.asarray(res["y_err"], float))
-            good[g] = (np.asarray(res["flags"]) & bad_bits) == 0
+            good[g] = (np.asarray(res["flags"]) & BAD_FIT) == 0
             flux[g] = np.where(good[g] & (np.asarray(res["flux"]) > 0), np.asarray(res["flux"], float), flux[g])
             bg[g] = np.where(good[g], np.asarray(res["background"], float), bg[g])
         if tie:

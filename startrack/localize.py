@@ -21,6 +21,8 @@ from astropy.table import Table
 
 from .likelihood import PARAMS, accumulate, param_mask
 from ._kernels import median_inplace
+from .flags import (BAD_MODEL, BAD_START, BELOW_OFFSET, CONVERGED, EDGE, FLAGS, ITERATION_LIMIT, MASKED, MOVED,
+                    NO_FIT, NOT_CONVERGED, SATURATED)
 from .detect import cg_window
 from .psf import PSFModel, origin, render_one, work_shape
 from .sensor import Sensor, as_sensor
@@ -28,17 +30,6 @@ from .validate import as_image, as_int, as_mask, as_positions, one_of, roi_shape
 
 __all__ = ["localize", "FLAGS"]
 
-#: Bit flags in the ``flags`` column (0 = clean fit).
-FLAGS = {
-    "not_converged": 1,  # iteration limit reached: the estimate is not the MLE
-    "edge": 2,  # ROI clipped by the image edge
-    "saturated": 4,  # saturated pixels left out of the likelihood
-    "masked": 8,  # masked or non-finite pixels left out of the likelihood
-    "no_fit": 16,  # position off the image, too few usable pixels or no valid model: NaN results
-    "below_offset": 32,  # pixels implausibly far below the dark offset (wrong offset?)
-    "moved": 64,  # the fit left the central pixel by more than half the ROI: unreliable
-    "bad_start": 128,  # no positive signal for the CG start: started from the given position
-}
 
 # Stars per kernel call: one chunk's gathered ROIs (1.6 MB at 5x5) are still in cache when they are fitted.
 _CHUNK = 4096
@@ -141,8 +132,8 @@ def _fit_kernel(data, weight, x0, y0, theta, kind, params, table, free, floor, t
     and the Fisher matrix otherwise (scoring: always an ascent direction);
     Levenberg–Marquardt damping rejects steps that lower the likelihood.
     ``theta`` holds the start and receives the estimate, ``var`` the CRLB
-    variances; ``status``: 1 converged, 2 iteration limit, 3 model mean not
-    positive at the start; stars with ``use`` False are left untouched.
+    variances; ``status`` one of :data:`startrack.flags.FIT_STATUS`; stars
+    with ``use`` False are left untouched.
     Work arrays are per thread, so the loop allocates nothing per star.
     """
     n, ny, nx = data.shape
@@ -171,11 +162,11 @@ def _fit_kernel(data, weight, x0, y0, theta, kind, params, table, free, floor, t
             render_one(kind, params, table, th[0], th[1], x0[k], y0[k], r, work, True)
             L = accumulate(r, data[k], weight[k], th[2], th[3], floor, g, F, H, scratch)
             if not L > -np.inf:
-                status[k] = 3
+                status[k] = BAD_MODEL
                 continue
             mu = 1e-3
             it = 0
-            st = 2
+            st = ITERATION_LIMIT
             fresh = True  # at a newly accepted point, where mu is small
             while True:
                 if not _solve_free(H, g, free, mu, M, dinv, step):
@@ -195,7 +186,7 @@ def _fit_kernel(data, weight, x0, y0, theta, kind, params, table, free, floor, t
                         # The remaining step is below sqrt(tol) of the precision limit:
                         # take it without paying for another evaluation.
                         _propose(th, step, free, max_step, x0[k], y0[k], nx, ny, th)
-                        st = 1
+                        st = CONVERGED
                         break
                 if it >= max_iter:
                     break
@@ -217,7 +208,7 @@ def _fit_kernel(data, weight, x0, y0, theta, kind, params, table, free, floor, t
                     mu *= 10.0
                     fresh = False
                     if mu > 1e10:  # no ascent direction left: at the optimum to rounding
-                        st = 1
+                        st = CONVERGED
                         break
             for a in range(4):
                 theta[k, a] = th[a]
@@ -266,7 +257,7 @@ def _gather(img, mask, use_mask, xy, use_cg, free_xy, offset, gain, shift, floor
             if use_cg:
                 cg_window(img, mask, use_mask, cx0, cy0, ny, nx, np.nan, 0.0, True, ring, cg)
                 if math.isnan(cg[0]):
-                    f |= 128
+                    f |= BAD_START
                 else:
                     if free_xy[0]:
                         sx = cg[0]
@@ -292,10 +283,10 @@ def _gather(img, mask, use_mask, xy, use_cg, free_xy, offset, gain, shift, floor
                     inside += 1
                     p = img[r, c]
                     if not math.isfinite(p) or (use_mask and mask[r, c]):
-                        f |= 8
+                        f |= MASKED
                         continue
                     if p >= saturation:
-                        f |= 4
+                        f |= SATURATED
                         continue
                     d = (p - offset) * inv_gain + shift
                     data[k, i, j] = d
@@ -304,17 +295,17 @@ def _gather(img, mask, use_mask, xy, use_cg, free_xy, offset, gain, shift, floor
                     total += d
                     lo = min(lo, d)
                     if d < below:
-                        f |= 32
+                        f |= BELOW_OFFSET
                     if i == 0 or j == 0 or i == ny - 1 or j == nx - 1:
                         ring[m] = d
                         m += 1
             if inside < ny * nx:
-                f |= 2
+                f |= EDGE
             flags[k] = f
             npix[k] = used
             if used == 0:
                 continue
-            if same and not f & 4:  # the median commutes with the increasing map DN -> e-
+            if same and not f & SATURATED:  # the median commutes with the increasing map DN -> e-
                 ring_median = (cg[3] - offset) * inv_gain + shift
             else:
                 ring_median = median_inplace(ring, m) if m > 0 else lo
@@ -425,7 +416,7 @@ def localize(image, positions, model: PSFModel, sensor: Sensor | None = None, *,
     flags = np.zeros(n, np.int64)
     finite = np.all(np.isfinite(xy), axis=1)
     on_img = finite & (xy[:, 0] >= -0.5) & (xy[:, 0] < w - 0.5) & (xy[:, 1] >= -0.5) & (xy[:, 1] < h - 0.5)
-    flags[~on_img] |= FLAGS["no_fit"]
+    flags[~on_img] |= NO_FIT
     start_xy = np.where(on_img[:, None], xy, np.nan)
     theta = np.full((n, 4), np.nan)
     var = np.full((n, 4), np.nan)
@@ -456,7 +447,7 @@ def localize(image, positions, model: PSFModel, sensor: Sensor | None = None, *,
                 sensor.offset, sensor.gain, sensor.read_noise ** 2, floor, sat, below,
                 th[:m], data[:m], weight[:m], x0[:m], y0[:m], f[:m], npix[:m], nthreads)
         enough = npix[:m] >= min_pixels
-        flags[idx] |= f[:m] | np.where(enough, 0, FLAGS["no_fit"])
+        flags[idx] |= f[:m] | np.where(enough, 0, NO_FIT)
         start_xy[idx] = th[:m, :2]
         if not free[2]:
             th[:m, 2] = fixed_flux[idx]
@@ -467,15 +458,15 @@ def localize(image, positions, model: PSFModel, sensor: Sensor | None = None, *,
                     float(tol), float(max_step), int(max_iter), enough, v[:m], ll[:m], it[:m], stt[:m], nthreads)
         theta[idx], var[idx], loglike[idx], iters[idx], status[idx] = th[:m], v[:m], ll[:m], it[:m], stt[:m]
 
-    flags[status == 3] |= FLAGS["no_fit"]  # model mean not positive at the start
-    nofit = (flags & FLAGS["no_fit"]) > 0
-    flags[~nofit & (status != 1)] |= FLAGS["not_converged"]
+    flags[status == BAD_MODEL] |= NO_FIT
+    nofit = (flags & NO_FIT) > 0
+    flags[~nofit & (status != CONVERGED)] |= NOT_CONVERGED
     theta[nofit] = np.nan
     var[nofit] = np.nan
     loglike[nofit] = np.nan
     with np.errstate(invalid="ignore"):
         moved = np.any(np.abs(theta[:, :2] - start_xy) > (np.array([nx, ny]) - 1) / 2.0, axis=1)
-    flags[moved] |= FLAGS["moved"]
+    flags[moved] |= MOVED
     return _table(theta, var, start_xy, loglike, iters, status, flags, model, sensor, fit,
                   ny if ny == nx else [ny, nx])
 
@@ -488,7 +479,7 @@ def _table(theta, var, start_xy, loglike, iters, status, flags, model, sensor, f
                "background": (theta[:, 3], e_pix), "x_err": (err[:, 0], pix), "y_err": (err[:, 1], pix),
                "flux_err": (err[:, 2], e), "background_err": (err[:, 3], e_pix),
                "x_start": (start_xy[:, 0], pix), "y_start": (start_xy[:, 1], pix), "loglike": (loglike, None),
-               "iterations": (iters, None), "converged": (status == 1, None), "flags": (flags, None)}
+               "iterations": (iters, None), "converged": (status == CONVERGED, None), "flags": (flags, None)}
     t = Table([c for c, _ in columns.values()], names=list(columns),
               units={name: unit for name, (_, unit) in columns.items() if unit is not None})
     t.meta["psf"] = getattr(model, "spec", repr(model))

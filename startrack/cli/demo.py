@@ -13,7 +13,7 @@ from scipy.spatial import cKDTree
 from ..sky.attitude import ARCSEC, Attitude
 from ..sky.camera import Camera
 from ..io import read_frame, read_table, write_table
-from ..localize import FLAGS
+from ..flags import EDGE
 from ..psf import parse_psf
 from ..sensor import Sensor
 from .common import pyplot
@@ -62,7 +62,7 @@ def run(args):
     near, _ = tree.query(np.column_stack([truth["x"], truth["y"]]), k=2)
     isolated = np.append(near[:, 1] > 5.0, False)
     ok = (np.isfinite(dist) & isolated[np.minimum(j, len(truth))] & np.asarray(stars["converged"])
-          & ~np.asarray(stars["saturated"]) & ((np.asarray(stars["flags"]) & FLAGS["edge"]) == 0))
+          & ~np.asarray(stars["saturated"]) & ((np.asarray(stars["flags"]) & EDGE) == 0))
     t = truth[j[ok]]
     s = stars[ok]
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..flags import NO_POSITION
 from ..io import read_frame
 from .axial import add_axial
 from .common import add_output, command_group, load_sensor, progress, run_frames, save, stack_tables, subcommand
@@ -119,7 +120,7 @@ def run_track1d(args):
     out = stack_tables(parts)
     save(out, args.out, args.quiet)
     x = np.asarray(out["x"], float)
-    bad = int(np.count_nonzero(out["flags"] & 14))
+    bad = int(np.count_nonzero(out["flags"] & NO_POSITION))
     if not args.quiet:
         unit = f" = {np.nanstd(x) * args.pixel_nm:.2f} nm" if args.pixel_nm else ""
         print(f"{n} readouts, {bad} without a position; x spread (std) {np.nanstd(x):.4f} px{unit}", file=sys.stderr)

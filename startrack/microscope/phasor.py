@@ -33,19 +33,12 @@ import math
 import numba as nb
 import numpy as np
 
+from ..flags import NO_SIGNAL, NONFINITE, PEAK_AT_EDGE, PHASOR_FLAGS, WINDOW_CLIPPED
 from ..validate import as_float, as_int, as_stack
 from numba.core import types
 from numba.extending import overload
 
 __all__ = ["ephasor", "phasor", "atca", "phasor_2d", "PHASOR_FLAGS", "OPTIMAL_WINDOW", "line_kernel"]
-
-#: Bit flags of a line-signal position (0 = clean).
-PHASOR_FLAGS = {
-    "window_clipped": 1,  # the window reached the end of the signal and was narrowed: less precise
-    "peak_at_edge": 2,  # the peak is the first or last pixel: the spot may be off the sensor; NaN
-    "no_signal": 4,  # constant signal, or nothing above the baseline: NaN
-    "nonfinite": 8,  # NaN or inf in the signal: NaN
-}
 
 #: Kernel modes: what a window of the signal is turned into.
 EPHASOR, FIXED_PHASOR, CENTROID = 0, 1, 2
@@ -252,18 +245,18 @@ def _one(s, ref, mode, param, frac, smooth, tab):
     p, base, finite = _scan(ref)
     peak = float(ref[p])
     if not finite:
-        return nan, nan, nan, nan, nan, 8
+        return nan, nan, nan, nan, nan, NONFINITE
     if not peak > base:
-        return nan, nan, nan, peak, base, 4
+        return nan, nan, nan, peak, base, NO_SIGNAL
     if p == 0 or p == n - 1:
-        return nan, nan, nan, peak, base, 2
+        return nan, nan, nan, peak, base, PEAK_AT_EDGE
     sigma = nan
     if mode == FIXED_PHASOR:
         h = int(param)
     else:
         c, var, sw = _moments(ref, p, base, frac if mode == CENTROID else _WIDTH_FRACTION)
         if not sw > 0.0:
-            return nan, nan, nan, peak, base, 4
+            return nan, nan, nan, peak, base, NO_SIGNAL
         if mode == CENTROID:
             return c, nan, nan, peak, base, 0
         # Undo the cut at the threshold, the running mean and the pixel's own width (1/12 px^2).
@@ -273,7 +266,7 @@ def _one(s, ref, mode, param, frac, smooth, tab):
     room = min(p, n - 1 - p)
     if h > room:
         h = room
-        flags = 1
+        flags = WINDOW_CLIPPED
     return _harmonic_position(s, p - h, 2 * h + 1, tab), sigma, h, peak, base, flags
 
 

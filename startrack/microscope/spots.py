@@ -14,7 +14,8 @@ from astropy.table import Table
 
 from ..detect import detect
 from ..validate import as_image, as_int, as_positions, as_sigma_pair
-from ..localize import FLAGS, localize
+from ..flags import EDGE, FLAGS, NO_FIT
+from ..localize import localize
 from ..psf import GaussianPSF, roi_origin
 from ..sensor import Sensor, as_sensor
 from ..simulate import expose
@@ -109,7 +110,7 @@ def localize_spots(image, sigma, *, method="mle", sensor=None, roi=None, thresho
             pos = gauss_lsq(electrons, (sx, sy), bg)
         t["x"] = (pos[:, 0] + x0) * u.pix
         t["y"] = (pos[:, 1] + y0) * u.pix
-        flags = np.where(clipped, FLAGS["edge"], 0) | np.where(np.all(np.isfinite(pos), axis=1), 0, FLAGS["no_fit"])
+        flags = np.where(clipped, EDGE, 0) | np.where(np.all(np.isfinite(pos), axis=1), 0, NO_FIT)
         t["flags"] = flags
     for col in ("x_cg", "y_cg", "peak", "snr"):
         t[col] = det[col]

@@ -31,7 +31,8 @@ from ..localize import localize
 from ..psf import GaussianPSF
 from ..sensor import Sensor
 from ..simulate import expose
-from .phasor import CENTROID, EPHASOR, FIXED_PHASOR, OPTIMAL_WINDOW, PHASOR_FLAGS, as_signals, line_kernel
+from ..flags import PHASOR_FLAGS
+from .phasor import CENTROID, EPHASOR, FIXED_PHASOR, OPTIMAL_WINDOW, as_signals, line_kernel
 
 __all__ = ["track1d", "step_precision", "mle_1d", "crlb_1d", "simulate_signals", "line_psf", "LINE_SIGMA_Y"]
 

@@ -22,7 +22,8 @@ from .camera import Camera
 from .catalog import parse_time, vector_to_radec
 from ..detect import background_map, detect
 from ..validate import as_image
-from ..localize import FLAGS, localize
+from ..flags import BAD_FIT
+from ..localize import localize
 from ..psf import PSFModel
 from ..sensor import Sensor
 from .starid.solver import Solution, StarIdentifier
@@ -34,7 +35,6 @@ RESULT_COLUMNS = ["file", "status", "reason", "ra_deg", "dec_deg", "roll_deg", "
                   "focal_length_px", "n_detected", "n_matched", "rms_arcsec", "sigma_cross_arcsec",
                   "sigma_roll_arcsec", "p_false", "time_ms"]
 
-_BAD_FIT = FLAGS["no_fit"] | FLAGS["moved"] | FLAGS["not_converged"]
 
 
 def estimate_sensor(image, bit_depth=None) -> Sensor:
@@ -87,7 +87,7 @@ def measure_stars(image, model: PSFModel, sensor: Sensor, *, threshold=5.0, roi=
     hot = frac > 0.5 * (1.0 + _peak_fraction(model))
     det = det[~hot]
     fit = localize(img, det, model, sensor, roi=roi)
-    ok = ((np.asarray(fit["flags"]) & _BAD_FIT) == 0) & np.isfinite(np.asarray(fit["x_err"], float))
+    ok = ((np.asarray(fit["flags"]) & BAD_FIT) == 0) & np.isfinite(np.asarray(fit["x_err"], float))
     ok &= np.asarray(fit["flux"], float) > 0
     out = Table()
     out["id"] = np.asarray(det["id"])[ok]

@@ -16,6 +16,7 @@ import math
 import numba as nb
 import numpy as np
 
+from ...flags import LOST_IN_SPACE, NOT_SOLVED, SOLVED, TRACKING
 from ..attitude import wahba
 
 #: Brightest image stars that converge the refined attitude before every star is matched (see :func:`refine`).
@@ -715,7 +716,7 @@ def lost_in_space(dx, dy, n_img, f_list, f_min, f_max, n_query, eps, bins, slot_
 
     The first ``skip`` candidates that pass are passed over (the caller
     rejected them after refinement). Returns ``(status, f, log_p,
-    n_candidates, n_patterns)``: status 1 accepted (attitude in ``rot_out``),
+    n_candidates, n_patterns)``: status SOLVED accepted (attitude in ``rot_out``),
     0 nothing accepted. ``scratch``: one int per catalog star of workspace.
     """
     nq = min(n_query, n_img)
@@ -819,9 +820,9 @@ def lost_in_space(dx, dy, n_img, f_list, f_min, f_max, n_query, eps, bins, slot_
                                     for a2 in range(3):
                                         for b2 in range(3):
                                             rot_out[a2, b2] = rot[a2, b2]
-                                    return 1, fc, lp + math.log(ncand), ncand, npat
+                                    return SOLVED, fc, lp + math.log(ncand), ncand, npat
                                 if ncand >= max_candidates:
-                                    return 0, f, 0.0, ncand, npat
+                                    return NOT_SOLVED, f, 0.0, ncand, npat
                             # next probe cell
                             e = 4
                             while e >= 0:
@@ -832,7 +833,7 @@ def lost_in_space(dx, dy, n_img, f_list, f_min, f_max, n_query, eps, bins, slot_
                                 e -= 1
                             if e < 0:
                                 break
-    return 0, f_list[0], 0.0, ncand, npat
+    return NOT_SOLVED, f_list[0], 0.0, ncand, npat
 
 
 @nb.njit(cache=True)
@@ -923,8 +924,8 @@ def identify_frame(dx, dy, weight, f0, f_list, f_min, f_max, fit_focal, n_query,
     ``P(Binomial(n, p) >= matched)`` is below ``exp(log_threshold)``.
     Otherwise :func:`lost_in_space` runs and its attitude is refined with all
     stars. Returns ``(status, mode, f, log_p, n_candidates, n_patterns,
-    n_matched, rms_rad, covariance)``: status 1 solved; mode 1 tracking,
-    2 lost-in-space.
+    n_matched, rms_rad, covariance)`` with the status and mode of :mod:`startrack.flags`
+    (``SOLVED``/``NOT_SOLVED``, ``TRACKING``/``LOST_IN_SPACE``).
     """
     n = dx.shape[0]
     area = (bounds[1] - bounds[0]) * (bounds[3] - bounds[2])
@@ -949,14 +950,14 @@ def identify_frame(dx, dy, weight, f0, f_list, f_min, f_max, fit_focal, n_query,
             p1 = min(1.0, npred * math.pi * track_radius * track_radius / area)
             logp = log_binom_sf(nm, n, p1)
             if logp < log_threshold:
-                return 1, 1, f, logp, 0, 0, nm, rms, cov
+                return SOLVED, TRACKING, f, logp, 0, 0, nm, rms, cov
     for skip in range(4):
         status, f, logp, ncand, npat = lost_in_space(dx, dy, n, f_list, f_min, f_max, n_query, eps, bins,
                                                      slot_start, pat_stars, pat_ratios, pat_largest, max_pattern,
                                                      cat_vec, band_first, cell_start, items, limit, bounds,
                                                      match_radius, n_verify, 2 * n_verify, log_threshold,
                                                      max_candidates, skip, rot, scratch)
-        if status != 1:
+        if status != SOLVED:
             break
         f, cov, nm, rms, npred = refine(rot, f, dx, dy, weight, n, cat_vec, band_first, cell_start, items, limit,
                                         bounds, match_radius, 1.0, fit_focal, 6, max_pred, match, resid, scratch,
@@ -966,5 +967,5 @@ def identify_frame(dx, dy, weight, f0, f_list, f_min, f_max, fit_focal, n_query,
         r_eff = max(1.0, 3.0 * rms * f)
         p1 = min(1.0, npred * math.pi * r_eff * r_eff / area)
         if nm >= 3 and log_binom_sf(nm, n, p1) + math.log(ncand) < log_threshold:
-            return 1, 2, f, logp, ncand, npat, nm, rms, cov
-    return 0, 2, f, 0.0, ncand, npat, 0, np.nan, np.full((3, 3), np.nan)
+            return SOLVED, LOST_IN_SPACE, f, logp, ncand, npat, nm, rms, cov
+    return NOT_SOLVED, LOST_IN_SPACE, f, 0.0, ncand, npat, 0, np.nan, np.full((3, 3), np.nan)

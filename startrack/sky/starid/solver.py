@@ -14,6 +14,7 @@ from time import perf_counter_ns
 
 import numpy as np
 
+from ...flags import ID_MODES, SOLVED
 from ..attitude import ARCSEC, Attitude
 from ..camera import Camera
 from ..catalog import Catalog, load_catalog, parse_time
@@ -275,8 +276,8 @@ class StarIdentifier:
             self.n_query, db.eps, db.bins, db.slot_start, db.stars, db.ratios, db.largest, db.max_pattern, vec,
             *self._grid, self._limit, self.bounds, self.match_radius, self.n_verify, self.log_threshold,
             self.max_candidates, use_prior, prior_m, self.track_radius, rot, match, resid, self._scratch)
-        mode = "tracking" if mode == 1 else "lost-in-space"
-        if status != 1:
+        mode = ID_MODES[mode]
+        if status != SOLVED:
             sol = self._fail(n_in, t0, f"no pattern of the {min(n, self.n_query)} brightest stars matched the "
                                        f"catalog ({npat} patterns, {ncand} candidates rejected)")
             sol.mode, sol.n_candidates, sol.n_patterns = mode, int(ncand), int(npat)
