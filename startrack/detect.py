@@ -20,7 +20,7 @@ from astropy.table import Table
 from ._kernels import median_inplace
 from .psf import roi_origin
 from .sensor import Sensor
-from .validate import as_float, as_image, as_int, as_mask, as_positions, roi_shape
+from .validate import as_float, as_image, as_int, as_mask, as_positions, as_stamps, roi_shape
 
 __all__ = ["centroid", "detect", "background_map"]
 
@@ -31,13 +31,17 @@ def _usable(image, mask, use_mask, r, c):
 
 
 @nb.njit(cache=True)
-def cg_window(image, mask, use_mask, x0, y0, ny, nx, bg, threshold, use_threshold, buf, out):
-    """Centre of gravity of one ``ny`` x ``nx`` window whose first pixel is (x0, y0).
+def cg_window(image, mask, use_mask, ox, oy, x0, y0, ny, nx, bg, threshold, use_threshold, buf, out):
+    """Centre of gravity of one ``ny`` x ``nx`` window whose first pixel is frame (x0, y0).
 
-    ``bg`` NaN means "median of the window's border"; off-image, non-finite
-    and masked pixels are skipped. ``buf`` is scratch of at least
-    ``2 (ny + nx)`` values. Fills ``out`` with (x_cg, y_cg, flux, background, npix); the
-    position is NaN when the window holds no positive signal.
+    ``image`` (and ``mask``) hold the frame pixels from column ``ox`` and row
+    ``oy`` on: a whole frame at (0, 0), or a stamp cut from it. The moments
+    are taken in frame coordinates, so a stamp gives bit for bit what its
+    frame gives. ``bg`` NaN means "median of the window's border"; pixels off
+    the image, non-finite and masked are skipped. ``buf`` is scratch of at
+    least ``2 (ny + nx)`` values. Fills ``out`` with (x_cg, y_cg, flux,
+    background, npix); the position is NaN when the window holds no
+    positive signal.
     """
     h, w = image.shape
     out[0] = np.nan
@@ -48,13 +52,13 @@ def cg_window(image, mask, use_mask, x0, y0, ny, nx, bg, threshold, use_threshol
     if math.isnan(bg):
         m = 0
         for i in range(ny):
-            r = y0 + i
+            r = y0 + i - oy
             if r < 0 or r >= h:
                 continue
             for j in range(nx):
                 if 0 < i < ny - 1 and 0 < j < nx - 1:
                     continue
-                c = x0 + j
+                c = x0 + j - ox
                 if 0 <= c < w and _usable(image, mask, use_mask, r, c):
                     buf[m] = image[r, c]
                     m += 1
@@ -68,13 +72,13 @@ def cg_window(image, mask, use_mask, x0, y0, ny, nx, bg, threshold, use_threshol
     cnt = 0
     for i in range(ny):
         r = y0 + i
-        if r < 0 or r >= h:
+        if r - oy < 0 or r - oy >= h:
             continue
         for j in range(nx):
             c = x0 + j
-            if c < 0 or c >= w or not _usable(image, mask, use_mask, r, c):
+            if c - ox < 0 or c - ox >= w or not _usable(image, mask, use_mask, r - oy, c - ox):
                 continue
-            v = image[r, c] - bg
+            v = image[r - oy, c - ox] - bg
             # A select, not a branch: which noise pixels pass the threshold is a coin toss.
             keep = not use_threshold or v > threshold
             v = v if keep else 0.0
@@ -90,28 +94,39 @@ def cg_window(image, mask, use_mask, x0, y0, ny, nx, bg, threshold, use_threshol
 
 
 @nb.njit(cache=True, parallel=True)
-def _centroid_kernel(image, mask, use_mask, x0, y0, ny, nx, bg_in, threshold, use_threshold, nthreads):
+def _centroid_kernel(images, masks, use_mask, origins, stacked, x0, y0, ny, nx, bg_in, threshold, use_threshold,
+                     nthreads):
+    """Every window's CG; window k lies in stamp k of a stack, or all in the one frame ``images[0]``."""
     n = x0.shape[0]
     res = np.empty((n, 5))
     per = (n + nthreads - 1) // nthreads
     for t in nb.prange(nthreads):
         buf = np.empty(2 * (ny + nx))
         for k in range(t * per, min(n, (t + 1) * per)):
-            cg_window(image, mask, use_mask, x0[k], y0[k], ny, nx, bg_in[k], threshold, use_threshold, buf,
-                      res[k])
+            s = k if stacked else 0
+            cg_window(images[s], masks[s if use_mask else 0], use_mask, origins[s, 0], origins[s, 1], x0[k], y0[k],
+                      ny, nx, bg_in[k], threshold, use_threshold, buf, res[k])
     return res
 
 
-def centroid(image, positions, *, roi=5, background="border", threshold=0.0, mask=None):
-    """Centre of gravity of many windows at once.
+def centroid(image, positions, *, origins=None, roi=5, background="border", threshold=0.0, mask=None):
+    """Centre of gravity of many windows at once, in one frame or in one stamp per star.
 
     Parameters
     ----------
-    image : 2-D array
-        Frame in any linear unit (DN or e-). Non-finite pixels are ignored.
+    image : 2-D array, or (n, ny, nx) stack
+        Frame in any linear unit (DN or e-), or a stack of cut-outs
+        ("stamps"), one per position: window k then sees only stamp k's
+        pixels (those beyond it count as off the image). Non-finite pixels
+        are ignored.
     positions : (n, 2) array or Table
-        Rough (x, y) of each star; each window is ``roi`` x ``roi`` pixels
-        centred on the pixel holding the position (clipped at the image edge).
+        Rough (x, y) of each star (px, frame coordinates); each window is
+        ``roi`` x ``roi`` pixels centred on the pixel holding the position
+        (clipped at the image edge).
+    origins : (n, 2) int array, optional
+        With stamps: the frame (column, row) of each stamp's pixel [0, 0]
+        (default zeros: positions in stamp coordinates). The results are
+        in the same frame coordinates.
     roi : int or (ny, nx)
         Window width in pixels, or its rows and columns (e.g. ``(1, 9)`` for
         a line-sensor signal stored as one image row).
@@ -122,7 +137,7 @@ def centroid(image, positions, *, roi=5, background="border", threshold=0.0, mas
         Only pixels whose background-subtracted value exceeds this take part
         (default 0: negative noise does not pull the centroid). ``None`` uses
         every pixel of the window.
-    mask : 2-D bool array, optional
+    mask : bool array of the image's shape, optional
         True where a pixel must be ignored.
 
     Returns
@@ -131,14 +146,13 @@ def centroid(image, positions, *, roi=5, background="border", threshold=0.0, mas
         ``x_cg, y_cg`` (px; NaN when the window holds no positive signal),
         ``flux_cg`` (sum above background, image units), ``background``, ``npix``.
     """
-    img = as_image(image)
     xy = as_positions(positions)
-    ny, nx = roi_shape(roi)
-    mask = as_mask(mask, img.shape)
-    use_mask = mask is not None
-    if not use_mask:
-        mask = np.zeros((1, 1), dtype=bool)
     n = len(xy)
+    images, org, stacked = as_stamps(image, n, origins)
+    ny, nx = roi_shape(roi)
+    mask = as_mask(mask, images.shape if stacked else images.shape[1:])
+    use_mask = mask is not None
+    masks = np.ascontiguousarray(mask).reshape(images.shape) if use_mask else np.zeros((1, 1, 1), dtype=bool)
     if isinstance(background, str):
         if background != "border":
             raise ValueError(f"background must be 'border' or a number, got {background!r}")
@@ -148,10 +162,11 @@ def centroid(image, positions, *, roi=5, background="border", threshold=0.0, mas
     use_thr = threshold is not None
     thr = float(threshold) if use_thr else 0.0
     finite = np.all(np.isfinite(xy), axis=1)
-    off = -10 * max(ny, nx)  # a window wholly off the image: NaN result
-    x0 = np.where(finite, roi_origin(np.where(finite, xy[:, 0], 0), nx), off)
-    y0 = np.where(finite, roi_origin(np.where(finite, xy[:, 1], 0), ny), off)
-    res = _centroid_kernel(img, mask, use_mask, x0, y0, ny, nx, bg, thr, use_thr, nb.get_num_threads())
+    far = -10 * max(ny, nx)  # a window wholly off its image: NaN result
+    x0 = np.where(finite, roi_origin(np.where(finite, xy[:, 0], 0), nx), far + org[:, 0])
+    y0 = np.where(finite, roi_origin(np.where(finite, xy[:, 1], 0), ny), far + org[:, 1])
+    res = _centroid_kernel(images, masks, use_mask, org, stacked, x0, y0, ny, nx, bg, thr, use_thr,
+                           nb.get_num_threads())
     return Table({"x_cg": res[:, 0], "y_cg": res[:, 1], "flux_cg": res[:, 2], "background": res[:, 3],
                   "npix": res[:, 4].astype(np.int64)})
 

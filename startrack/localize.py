@@ -13,6 +13,7 @@ fits every star to convergence; nothing is allocated per star.
 from __future__ import annotations
 
 import math
+from collections import namedtuple
 
 import numba as nb
 import numpy as np
@@ -26,13 +27,29 @@ from .flags import (BAD_MODEL, BAD_START, BELOW_OFFSET, CONVERGED, EDGE, FLAGS, 
 from .detect import cg_window
 from .psf import PSFModel, origin, render_one, work_shape
 from .sensor import Sensor, as_sensor
-from .validate import as_image, as_int, as_mask, as_positions, one_of, roi_shape
+from .validate import as_int, as_mask, as_positions, as_stamps, one_of, roi_shape
 
 __all__ = ["localize", "FLAGS"]
 
 
 # Stars per kernel call: one chunk's gathered ROIs (1.6 MB at 5x5) are still in cache when they are fitted.
 _CHUNK = 4096
+
+# The kernels' arguments in named bundles (numba passes namedtuples of arrays and scalars as they are).
+#: The pixels stars are cut from: (m, h, w) ``images`` whose pixel [0, 0] is at frame (column, row)
+#: ``origins[s]``, their ``masks`` (used when ``use_mask``), and ``which`` image each star of a chunk reads.
+_Pixels = namedtuple("_Pixels", "images masks use_mask origins which")
+#: Raw DN to fitted data ``(P - offset) / gain + shift``, the noise ``floor`` (e-), the ``saturation`` level
+#: (DN) and the ``below`` threshold of the below-offset flag (e-).
+_Levels = namedtuple("_Levels", "offset gain shift floor saturation below")
+#: Gathered ROIs: data, 0/1 weights and the frame column and row of their first pixel.
+_Rois = namedtuple("_Rois", "data weight x0 y0")
+#: A PSF model as the renderer sees it (:func:`startrack.psf.render_one`).
+_Model = namedtuple("_Model", "kind params table")
+#: The fit's settings: which parameters are ``free``, the noise ``floor`` and :func:`localize`'s stopping rules.
+_Options = namedtuple("_Options", "free floor tol max_step max_iter")
+#: Per-star results: ``theta`` (the start in, the estimate out), CRLB variances, log-likelihood, iterations, status.
+_Fits = namedtuple("_Fits", "theta var loglike iters status")
 
 
 @nb.njit(cache=True)
@@ -123,19 +140,23 @@ def _propose(th, step, free, max_step, x0, y0, nx, ny, out):
 
 
 @nb.njit(cache=True, parallel=True)
-def _fit_kernel(data, weight, x0, y0, theta, kind, params, table, free, floor, tol, max_step, max_iter,
-                use, var, loglike, iters, status, nthreads):
+def _fit_kernel(rois, model, opt, use, fits, nthreads):
     """Damped Newton fit of every star to convergence, one star after another per thread.
 
     Steps use the observed Hessian of the log-likelihood when it is
     positive definite (quadratic convergence, as in the small-PSF paper)
     and the Fisher matrix otherwise (scoring: always an ascent direction);
     Levenberg–Marquardt damping rejects steps that lower the likelihood.
-    ``theta`` holds the start and receives the estimate, ``var`` the CRLB
-    variances; ``status`` one of :data:`startrack.flags.FIT_STATUS`; stars
-    with ``use`` False are left untouched.
+    ``fits.theta`` holds the start and receives the estimate, ``fits.var``
+    the CRLB variances, ``fits.status`` one of
+    :data:`startrack.flags.FIT_STATUS`; stars with ``use`` False are left
+    untouched.
     Work arrays are per thread, so the loop allocates nothing per star.
     """
+    data, weight, x0, y0 = rois
+    kind, params, table = model
+    free, floor, tol, max_step, max_iter = opt
+    theta, var, loglike, iters, status = fits
     n, ny, nx = data.shape
     per = (n + nthreads - 1) // nthreads
     for t in nb.prange(nthreads):
@@ -221,30 +242,46 @@ def _fit_kernel(data, weight, x0, y0, theta, kind, params, table, free, floor, t
 
 
 @nb.njit(cache=True, parallel=True, error_model="numpy")
-def _gather(img, mask, use_mask, xy, use_cg, free_xy, offset, gain, shift, floor, saturation, below,
-            start, data, weight, x0, y0, flags, npix, nthreads):
-    """Start position and ROI of every star, cut from the raw frame in one pass.
+def _gather(pixels, xy, use_cg, free_xy, levels, start, rois, flags, npix, nthreads):
+    """Start position and ROI of every star, cut from the raw frame (or its stamp) in one pass.
 
     With ``use_cg`` the start is the centre of gravity of the window around
     the given position (on raw DN: CG is affine-invariant in intensity),
     for the free coordinates; a window without positive signal keeps the
     given position and is flagged ``bad_start``. The ROI is then centred on
-    the pixel holding the start. Fills the start (x, y, flux, background),
-    the data ``(P - s0)/K + read_noise^2``, 0/1 weights (0 for off-image,
+    the pixel holding the start. Star k reads image ``which[k]`` of
+    ``pixels``, placed in the frame at its origin: one shared frame, or its
+    own stamp, whose edges are then the image's edges. Fills the start (x,
+    y, flux, background), the data ``(P - s0)/K + read_noise^2``, 0/1
+    weights (0 for off-image,
     non-finite, masked and saturated pixels), the ROI origins, the flags
     describing what was left out and the number of usable pixels. The
     caller's arrays are reused from chunk to chunk: fresh ones would cost a
     page fault per 4 kB, more than the copy.
     """
+    images, masks, use_mask, origins, which = pixels
+    offset, gain, shift, floor, saturation, below = levels
+    data, weight, x0, y0 = rois
     n = xy.shape[0]
-    h, w = img.shape
+    h, w = images.shape[1], images.shape[2]
     ny, nx = data.shape[1], data.shape[2]
     inv_gain = 1.0 / gain
     per = (n + nthreads - 1) // nthreads
     for t in nb.prange(nthreads):
         ring = np.empty(2 * (ny + nx))
         cg = np.empty(5)
+        img = images[0]
+        mask = masks[0]
+        ox = origins[0, 0]
+        oy = origins[0, 1]
+        current = 0
         for k in range(t * per, min(n, (t + 1) * per)):
+            if which[k] != current:  # a new stamp (never in a frame, whose stars all read image 0)
+                current = which[k]
+                img = images[current]
+                mask = masks[current if use_mask else 0]
+                ox = origins[current, 0]
+                oy = origins[current, 1]
             sx = xy[k, 0]
             sy = xy[k, 1]
             f = 0
@@ -255,7 +292,7 @@ def _gather(img, mask, use_mask, xy, use_cg, free_xy, offset, gain, shift, floor
             cx0 = origin(sx, nx)
             cy0 = origin(sy, ny)
             if use_cg:
-                cg_window(img, mask, use_mask, cx0, cy0, ny, nx, np.nan, 0.0, True, ring, cg)
+                cg_window(img, mask, use_mask, ox, oy, cx0, cy0, ny, nx, np.nan, 0.0, True, ring, cg)
                 if math.isnan(cg[0]):
                     f |= BAD_START
                 else:
@@ -275,9 +312,9 @@ def _gather(img, mask, use_mask, xy, use_cg, free_xy, offset, gain, shift, floor
             total = 0.0
             lo = np.inf
             for i in range(ny):
-                r = y0[k] + i
+                r = y0[k] + i - oy
                 for j in range(nx):
-                    c = x0[k] + j
+                    c = x0[k] + j - ox
                     if r < 0 or r >= h or c < 0 or c >= w:
                         continue
                     inside += 1
@@ -326,23 +363,32 @@ def _column_or(value, positions, col, n, name):
         raise ValueError(f"{name} must be a scalar or have one value per star ({n}), got shape {arr.shape}") from None
 
 
-def localize(image, positions, model: PSFModel, sensor: Sensor | None = None, *,
+def localize(image, positions, model: PSFModel, sensor: Sensor | None = None, *, origins=None,
              fit=PARAMS, roi=5, flux=None, background=None, mask=None, start="cg",
              max_iter=50, tol=1e-3, max_step=1.0):
-    """Poisson maximum-likelihood positions of many stars in one frame, with their CRLB.
+    """Poisson maximum-likelihood positions of many stars in one frame or one stamp each, with their CRLB.
 
     Parameters
     ----------
-    image : 2-D array
-        Raw frame in DN. NaN/inf pixels, ``mask`` pixels and saturated pixels
-        are left out of the likelihood.
+    image : 2-D array, or (n, ny, nx) stack
+        Raw frame in DN, or a stack of cut-outs ("stamps") in DN, one per
+        star: star k is then fitted on stamp k's pixels only (ROI pixels
+        beyond the stamp count as off the image, flag ``edge``). NaN/inf
+        pixels, ``mask`` pixels and saturated pixels are left out of the
+        likelihood.
     positions : (n, 2) array or Table
-        Rough (x, y) per star (a detection table with ``x_cg, y_cg`` works).
+        Rough (x, y) per star in frame coordinates (a detection table with
+        ``x_cg, y_cg`` works).
     model : PSFModel
         E.g. ``GaussianPSF(0.3)`` or an :class:`~startrack.EPSF`.
     sensor : Sensor, optional
         Gain, offset, dark variance, read noise, saturation. Without it the
         image is taken to be in photo-electrons with no dark noise.
+    origins : (n, 2) int array, optional
+        With stamps: the frame (column, row) of each stamp's pixel [0, 0]
+        (default zeros: positions in stamp coordinates). Positions, results
+        and a model that depends on where it is (:class:`~startrack.PixelEPSF`)
+        are all in these frame coordinates.
     fit : sequence of str
         Fitted parameters, a subset of ``("x", "y", "flux", "background")``.
         Parameters not fitted are held at ``flux``/``background`` (or at the
@@ -355,8 +401,8 @@ def localize(image, positions, model: PSFModel, sensor: Sensor | None = None, *,
         Known star flux (e-) and sky background (e-/pixel above the dark
         level), required when those parameters are not fitted; may also come
         from ``flux``/``background`` columns of a positions Table.
-    mask : 2-D bool array, optional
-        True where a pixel must be ignored.
+    mask : bool array of the image's shape, optional
+        True where a pixel must be ignored ((n, ny, nx) with stamps).
     start : {"cg", "given"}
         Start each fit from the centre of gravity around the given position
         (default) or from the given position itself.
@@ -393,7 +439,6 @@ def localize(image, positions, model: PSFModel, sensor: Sensor | None = None, *,
     >>> bool(abs(t["x"][0] - 15.3) < 5 * t["x_err"][0])
     True
     """
-    img = as_image(image)
     if not isinstance(model, PSFModel) or model.kind < 0:
         raise ValueError(f"model must be a startrack PSF model (e.g. GaussianPSF(0.3)), got {type(model).__name__}")
     sensor = as_sensor(sensor)
@@ -403,6 +448,7 @@ def localize(image, positions, model: PSFModel, sensor: Sensor | None = None, *,
     max_iter = as_int(max_iter, "max_iter", minimum=1)
     xy = as_positions(positions)
     n = len(xy)
+    images, org, stacked = as_stamps(image, n, origins)
     fixed_flux = _column_or(flux, positions, "flux", n, "flux")
     fixed_bg = _column_or(background, positions, "background", n, "background")
     if not free[2] and fixed_flux is None:
@@ -410,12 +456,14 @@ def localize(image, positions, model: PSFModel, sensor: Sensor | None = None, *,
     if not free[3] and fixed_bg is None:
         raise ValueError("background is not fitted: pass background= (e-/pixel) or a positions table "
                          "with a 'background' column")
-    mask = as_mask(mask, img.shape)
+    mask = as_mask(mask, images.shape if stacked else images.shape[1:])
 
-    h, w = img.shape
+    h, w = images.shape[1:]
     flags = np.zeros(n, np.int64)
     finite = np.all(np.isfinite(xy), axis=1)
-    on_img = finite & (xy[:, 0] >= -0.5) & (xy[:, 0] < w - 0.5) & (xy[:, 1] >= -0.5) & (xy[:, 1] < h - 0.5)
+    inner = xy - org if stacked else xy  # where each star sits in its own image
+    on_img = (finite & (inner[:, 0] >= -0.5) & (inner[:, 0] < w - 0.5)
+              & (inner[:, 1] >= -0.5) & (inner[:, 1] < h - 0.5))
     flags[~on_img] |= NO_FIT
     start_xy = np.where(on_img[:, None], xy, np.nan)
     theta = np.full((n, 4), np.nan)
@@ -427,12 +475,15 @@ def localize(image, positions, model: PSFModel, sensor: Sensor | None = None, *,
     below = -5.0 * math.sqrt(max(floor, 1.0))
     sat = np.inf if sensor.saturation is None else sensor.saturation
     use_mask = mask is not None
-    mask_arr = mask if use_mask else np.zeros((1, 1), dtype=bool)
+    masks = np.ascontiguousarray(mask).reshape(images.shape) if use_mask else np.zeros((1, 1, 1), dtype=bool)
+    levels = _Levels(float(sensor.offset), float(sensor.gain), float(sensor.read_noise) ** 2, floor, float(sat), below)
     min_pixels = max(int(free.sum()) + 1, 3)
-    params = np.ascontiguousarray(model.params, np.float64)
-    table = np.ascontiguousarray(model.table, np.float64)
+    psf = _Model(model.kind, np.ascontiguousarray(model.params, np.float64),
+                 np.ascontiguousarray(model.table, np.float64))
+    opt = _Options(free, floor, float(tol), float(max_step), int(max_iter))
     nthreads = nb.get_num_threads()
     size = min(n, _CHUNK)
+    shared = np.zeros(size, np.int64)  # every star of a frame reads image 0
     th, data, weight = np.empty((size, 4)), np.empty((size, ny, nx)), np.empty((size, ny, nx))
     x0, y0, f, npix = (np.empty(size, np.int64) for _ in range(4))
     v, ll, it, stt = np.empty((size, 4)), np.empty(size), np.empty(size, np.int64), np.empty(size, np.int64)
@@ -441,11 +492,12 @@ def localize(image, positions, model: PSFModel, sensor: Sensor | None = None, *,
         m = idx.size
         if m == 0:
             continue
+        pixels = _Pixels(images, masks, use_mask, org, idx if stacked else shared[:m])
         if m == min(_CHUNK, n - lo):  # the usual case: a slice instead of fancy indexing
             idx = slice(lo, lo + m)
-        _gather(img, mask_arr, use_mask, np.ascontiguousarray(xy[idx]), start == "cg", free[:2].copy(),
-                sensor.offset, sensor.gain, sensor.read_noise ** 2, floor, sat, below,
-                th[:m], data[:m], weight[:m], x0[:m], y0[:m], f[:m], npix[:m], nthreads)
+        rois = _Rois(data[:m], weight[:m], x0[:m], y0[:m])
+        _gather(pixels, np.ascontiguousarray(xy[idx]), start == "cg", free[:2].copy(), levels, th[:m], rois, f[:m],
+                npix[:m], nthreads)
         enough = npix[:m] >= min_pixels
         flags[idx] |= f[:m] | np.where(enough, 0, NO_FIT)
         start_xy[idx] = th[:m, :2]
@@ -454,8 +506,7 @@ def localize(image, positions, model: PSFModel, sensor: Sensor | None = None, *,
         if not free[3]:
             th[:m, 3] = fixed_bg[idx]
         v[:m], ll[:m], it[:m], stt[:m] = np.nan, np.nan, 0, 0
-        _fit_kernel(data[:m], weight[:m], x0[:m], y0[:m], th[:m], model.kind, params, table, free, floor,
-                    float(tol), float(max_step), int(max_iter), enough, v[:m], ll[:m], it[:m], stt[:m], nthreads)
+        _fit_kernel(rois, psf, opt, enough, _Fits(th[:m], v[:m], ll[:m], it[:m], stt[:m]), nthreads)
         theta[idx], var[idx], loglike[idx], iters[idx], status[idx] = th[:m], v[:m], ll[:m], it[:m], stt[:m]
 
     flags[status == BAD_MODEL] |= NO_FIT

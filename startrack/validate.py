@@ -20,8 +20,8 @@ try:  # Python >= 3.11
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-__all__ = ["as_image", "as_stack", "as_positions", "as_mask", "roi_shape", "as_int", "as_float", "as_sigma_pair",
-           "one_of", "load_toml"]
+__all__ = ["as_image", "as_stack", "as_stamps", "as_positions", "as_mask", "roi_shape", "as_int", "as_float",
+           "as_sigma_pair", "one_of", "load_toml"]
 
 
 def _numeric_array(value, name):
@@ -52,6 +52,41 @@ def as_stack(stack, name="stack", *, min_size=1) -> np.ndarray:
     if min(arr.shape[1:]) < min_size:
         raise ValueError(f"{name} cut-outs must be at least {min_size}x{min_size} px, got {arr.shape[1:]}")
     return np.ascontiguousarray(arr, dtype=np.float64)
+
+
+def as_stamps(image, n, origins=None, name="image") -> tuple[np.ndarray, np.ndarray, bool]:
+    """A frame, or a stack of one cut-out ("stamp") per star placed in a frame by its ``origins``.
+
+    A 2-D frame is returned as a stack of one (a view) at origin (0, 0), and
+    takes no ``origins``. An (n, ny, nx) stack needs one star per stamp
+    (``n`` stars); ``origins`` (n, 2) integers give the frame (column, row)
+    of each stamp's pixel [0, 0] (default all zeros: stamp coordinates).
+    Returns the (m, ny, nx) float64 stack, the (m, 2) int64 origins and
+    whether ``image`` was a stack.
+    """
+    arr = _numeric_array(image, name)
+    if arr.ndim == 2:
+        if origins is not None:
+            raise ValueError(f"origins place the stamps of a stack (n, ny, nx); {name} is one frame {arr.shape}")
+        return np.ascontiguousarray(arr, dtype=np.float64)[None], np.zeros((1, 2), np.int64), False
+    if arr.ndim != 3:
+        raise ValueError(f"{name} must be a 2-D frame or a stack of stamps (n, ny, nx), got shape {arr.shape}")
+    if len(arr) != n:
+        raise ValueError(f"{name} must be a 2-D frame or a stack of one stamp per position: {len(arr)} stamps "
+                         f"for {n} positions")
+    if origins is None:
+        org = np.zeros((n, 2), np.int64)
+    else:
+        org = np.asarray(origins)
+        if org.ndim == 1 and org.size == 2 and n == 1:
+            org = org[None]
+        if org.shape != (n, 2) or org.dtype == bool or not np.issubdtype(org.dtype, np.number):
+            raise ValueError(f"origins must be an ({n}, 2) array of integer (column, row), one per stamp, "
+                             f"got shape {org.shape} of {org.dtype}")
+        if not np.all(np.isfinite(org)) or np.any(org != np.floor(org)):
+            raise ValueError("origins must be integers (the frame column and row of each stamp's pixel [0, 0])")
+        org = org.astype(np.int64)
+    return np.ascontiguousarray(arr, dtype=np.float64), np.ascontiguousarray(org), True
 
 
 def as_positions(positions, name="positions") -> np.ndarray:
