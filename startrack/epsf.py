@@ -40,7 +40,7 @@ __all__ = ["EPSF", "build_epsf", "match_stars"]
 
 #: Default roughness penalty of the ePSF estimate, relative to a coefficient's data weight.
 SMOOTHING = 0.1
-#: Pixels of room around each star's ROI in the working mosaic: refits may move a star this far.
+#: Pixels of room around each star's ROI in its stamp: refits may move a star this far.
 _MARGIN = 2
 #: Below this many star images the build runs on one thread: each refit is too small for the
 #: parallel kernels to pay for their threads, which otherwise spin between the many short calls.
@@ -312,13 +312,13 @@ def _cut_stamps(frames, positions, masks, sensor, roi, isolation):
 
     Left out: pixels off the frame, masked, non-finite or saturated, and
     pixels within ``isolation`` px (Chebyshev) of another star of the same
-    frame. Returns stamps (n, S, S) in DN, the star positions inside them,
-    the frame pixel of each stamp's corner, the (frame, index) of each star
-    and the counts of stars dropped.
+    frame. Returns stamps (n, S, S) in DN, the star positions (frame
+    coordinates), the frame (column, row) of each stamp's pixel [0, 0], the
+    (frame, index) of each star and the counts of stars dropped.
     """
     size = roi + 2 * _MARGIN
     hw = size // 2
-    stamps, local, corner, ids = [], [], [], []
+    stamps, given, corner, ids = [], [], [], []
     n_sat = n_contam = 0
     sat = np.inf if sensor.saturation is None else sensor.saturation
     yy, xx = np.mgrid[0:size, 0:size]
@@ -351,36 +351,26 @@ def _cut_stamps(frames, positions, masks, sensor, roi, isolation):
                     continue
                 st[hit] = np.nan
             stamps.append(st)
-            local.append((x - c0, y - r0))
+            given.append((x, y))
             corner.append((c0, r0))
             ids.append((f, k))
-    return (np.array(stamps).reshape(-1, size, size), np.array(local, float).reshape(-1, 2),
-            np.array(corner, float).reshape(-1, 2), np.array(ids, np.int64).reshape(-1, 2), n_sat, n_contam)
+    return (np.array(stamps).reshape(-1, size, size), np.array(given, float).reshape(-1, 2),
+            np.array(corner, np.int64).reshape(-1, 2), np.array(ids, np.int64).reshape(-1, 2), n_sat, n_contam)
 
 
-def _mosaic(stamps):
-    """Tile stamps into one frame, so one :func:`localize` call refits every star."""
-    n, size, _ = stamps.shape
-    cols = max(1, int(math.ceil(math.sqrt(n))))
-    rows = max(1, int(math.ceil(n / cols)))
-    mos = np.full((rows * size, cols * size), np.nan)
-    k = np.arange(n)
-    oy = (k // cols) * size
-    ox = (k % cols) * size
-    for i in range(n):
-        mos[oy[i]:oy[i] + size, ox[i]:ox[i] + size] = stamps[i]
-    return mos, np.column_stack([ox, oy]).astype(float)
+def _samples(stamps_e, origins, pos, roi):
+    """ROI pixels of every star, read from its stamp, as (offset x, offset y, value) with offsets = pixel centre - star.
 
-
-def _samples(mos_e, pos, roi):
-    """ROI pixels of every star as (offset x, offset y, value) with offsets = pixel centre - star."""
+    ``pos`` are frame positions within ``_MARGIN`` of where each stamp was cut, so every ROI lies in its stamp.
+    """
     x0 = roi_origin(pos[:, 0], roi)
     y0 = roi_origin(pos[:, 1], roi)
     j = np.arange(roi)
     cols = x0[:, None, None] + j[None, None, :]
     rows = y0[:, None, None] + j[None, :, None]
     cols, rows = np.broadcast_arrays(cols, rows)
-    val = mos_e[rows, cols]
+    k = np.arange(len(pos))[:, None, None]
+    val = stamps_e[k, rows - origins[:, 1, None, None], cols - origins[:, 0, None, None]]
     return cols - pos[:, 0, None, None], rows - pos[:, 1, None, None], val
 
 
@@ -589,7 +579,7 @@ def build_epsf(images, positions, sensor: Sensor | None = None, *, oversampling=
     if n_nan and not (per_star or tie):
         warnings.warn(f"{n_nan} of {n_input} positions are not finite and were left out", stacklevel=2)
 
-    stamps, local, corner, ids, n_sat, n_contam = _cut_stamps(frames, pos, masks, sensor, int(roi), isolation)
+    stamps, given, corner, ids, n_sat, n_contam = _cut_stamps(frames, pos, masks, sensor, int(roi), isolation)
     counts = dict(n_input=n_input, n_saturated=n_sat, n_contaminated=n_contam)
     if len(stamps) == 0:
         raise ValueError(f"no usable stars: {n_input} given, {n_sat} saturated, {n_contam} too close to a "
@@ -603,7 +593,7 @@ def build_epsf(images, positions, sensor: Sensor | None = None, *, oversampling=
     if len(ids) < _PARALLEL_MIN:
         nb.set_num_threads(1)
     try:
-        models = _iterate(stamps, local, corner, ids, groups, sensor, settings)
+        models = _iterate(stamps, given, corner, ids, groups, sensor, settings)
     finally:
         nb.set_num_threads(threads)
     if not per_star:
@@ -614,14 +604,14 @@ def build_epsf(images, positions, sensor: Sensor | None = None, *, oversampling=
     return models
 
 
-def _start(mos_e, mpos, roi):
+def _start(stamps_e, origins, given, roi):
     """Centre-of-gravity positions, and the ROI sum and border-median background of complete ROIs."""
-    cg = centroid(mos_e, mpos, roi=roi)
+    cg = centroid(stamps_e, given, origins=origins, roi=roi)
     xy = np.column_stack([cg["x_cg"], cg["y_cg"]])
     good = np.all(np.isfinite(xy), axis=1)
-    good &= np.all(np.abs(np.where(good[:, None], xy, mpos) - mpos) <= _MARGIN, axis=1)
-    xy = np.where(good[:, None], xy, mpos)
-    _, _, val = _samples(mos_e, xy, roi)
+    good &= np.all(np.abs(np.where(good[:, None], xy, given) - given) <= _MARGIN, axis=1)
+    xy = np.where(good[:, None], xy, given)
+    _, _, val = _samples(stamps_e, origins, xy, roi)
     ring = np.concatenate([val[:, 0, :], val[:, -1, :], val[:, 1:-1, 0], val[:, 1:-1, -1]], axis=1)
     with np.errstate(invalid="ignore"):
         bg = np.median(ring, axis=1)
@@ -630,7 +620,7 @@ def _start(mos_e, mpos, roi):
     return xy, flux, bg, complete
 
 
-def _build_grid(mos_e, xy, flux, bg, floor, os_, roi, clip, smoothing, normalise, start):
+def _build_grid(stamps_e, origins, xy, flux, bg, floor, os_, roi, clip, smoothing, normalise, start):
     """One ePSF grid from the stars at ``xy``: samples, sigma-clipped local estimate, re-centring.
 
     Returns the unit-flux grid, the flux it had before normalising (the
@@ -638,7 +628,7 @@ def _build_grid(mos_e, xy, flux, bg, floor, os_, roi, clip, smoothing, normalise
     statistics of the estimate and its spline coefficients (the next
     build's start).
     """
-    ox, oy, val = _samples(mos_e, xy, roi)
+    ox, oy, val = _samples(stamps_e, origins, xy, roi)
     f = flux[:, None, None] if normalise else np.ones((len(xy), 1, 1))
     b = bg[:, None, None]
     sval = (val - b) / f
@@ -672,17 +662,17 @@ def _remaining(history):
     return max(d, d * rho / (1.0 - rho))
 
 
-def _iterate(stamps, local, corner, ids, groups, sensor, st):
-    """The Anderson & King loop: build, refit, (tie), repeat. One ePSF per group of star images."""
+def _iterate(stamps, given, corner, ids, groups, sensor, st):
+    """The Anderson & King loop: build, refit, (tie), repeat. One ePSF per group of star images.
+
+    Every star is measured on its own stamp, in frame coordinates (the tie compares frames).
+    """
     os_, roi, clip, per_star, tie = st["oversampling"], st["roi"], st["clip"], st["per_star"], st["tie"]
-    mos, origin = _mosaic(stamps)
-    mpos = local + origin
-    to_frame = corner - origin  # mosaic -> frame coordinates, for the tie
-    mos_e = (mos - sensor.offset) / sensor.gain - sensor.dark_var
-    xy, flux, bg, use = _start(mos_e, mpos, roi)
+    stamps_e = (stamps - sensor.offset) / sensor.gain - sensor.dark_var
+    xy, flux, bg, use = _start(stamps_e, corner, given, roi)
     n_incomplete = int(np.sum(~use))
     if tie:
-        xy = np.where(use[:, None], _tie(xy + to_frame, use.astype(float), ids, *st["shape"], tie) - to_frame, xy)
+        xy = np.where(use[:, None], _tie(xy, use.astype(float), ids, *st["shape"], tie), xy)
     fit = ("x", "y", "background") if per_star else ("x", "y", "flux", "background")
     need = os_**2
     converged = False
@@ -704,8 +694,9 @@ def _iterate(stamps, local, corner, ids, groups, sensor, st):
                 models.append(None)
                 fluxes.append(np.nan)
                 continue
-            grid, total, stats, coefs[gi] = _build_grid(mos_e, xy[sel], flux[sel], bg[sel], sensor.noise_floor, os_,
-                                                        roi, clip, st["smoothing"], not per_star, coefs[gi])
+            grid, total, stats, coefs[gi] = _build_grid(stamps_e[sel], corner[sel], xy[sel], flux[sel], bg[sel],
+                                                        sensor.noise_floor, os_, roi, clip, st["smoothing"],
+                                                        not per_star, coefs[gi])
             meta = dict(n_stars=len(sel), iterations=it, converged=converged, shift=shift, per_star=per_star,
                         n_incomplete=n_incomplete, clip=clip, smoothing=st["smoothing"], tie=tie or "none",
                         **stats, **st["counts"])
@@ -723,7 +714,7 @@ def _iterate(stamps, local, corner, ids, groups, sensor, st):
                 continue
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                res = localize(mos, xy[g], model, sensor, fit=fit, roi=roi, start="given",
+                res = localize(stamps[g], xy[g], model, sensor, origins=corner[g], fit=fit, roi=roi, start="given",
                                **(dict(flux=total) if per_star else {}))
             new[g] = np.column_stack([np.asarray(res["x"], float), np.asarray(res["y"], float)])
             err[g] = np.hypot(np.asarray(res["x_err"], float), np.asarray(res["y_err"], float))
@@ -731,9 +722,8 @@ def _iterate(stamps, local, corner, ids, groups, sensor, st):
             flux[g] = np.where(good[g] & (np.asarray(res["flux"]) > 0), np.asarray(res["flux"], float), flux[g])
             bg[g] = np.where(good[g], np.asarray(res["background"], float), bg[g])
         if tie:
-            new = np.where(good[:, None], _tie(new + to_frame, np.where(good, 1.0 / err**2, 0.0), ids,
-                                               *st["shape"], tie) - to_frame, new)
-        good &= np.all(np.abs(new - mpos) <= _MARGIN, axis=1)
+            new = np.where(good[:, None], _tie(new, np.where(good, 1.0 / err**2, 0.0), ids, *st["shape"], tie), new)
+        good &= np.all(np.abs(new - given) <= _MARGIN, axis=1)
         moved = np.abs(new - xy)[good & use]
         shift = float(moved.max()) if moved.size else np.nan
         history.append(shift)

@@ -332,30 +332,23 @@ def _segment(breaks, v):
 def _pixel_grid_one(params, table, x, y, x0, y0, out, second):
     """Per-pixel ePSF of a turntable calibration: every pixel has its own piecewise cubic in the star position.
 
-    ``params`` = (ndim, col0, row0, ncols, nrows, nbx, nby, period, tx, ty,
+    ``params`` = (ndim, col0, row0, ncols, nrows, nbx, nby, tx, ty,
     a00, a01, a10, a11, x breaks..., y breaks...): the calibrated pixels are
     columns col0.. and rows row0.. of the frame. ndim 1: ``table[p, k]`` holds
     pixel p's coefficients in powers of ``(x - bx[k])`` on interval k (y is
     not a variable). ndim 2: the grid coordinates are
     ``(u, v) = A ((x, y) - (tx, ty))`` and ``table[p, k (nby - 1) + l, 4a + b]``
-    multiplies ``(u - bx[k])^a (v - by[l])^b``. A ``period`` > 0 repeats the
-    block every ``period`` rows (frames stacked into one mosaic). Value and
-    derivatives are those of the interpolant itself; pixels outside the
-    block record nothing.
+    multiplies ``(u - bx[k])^a (v - by[l])^b``. Value and derivatives are
+    those of the interpolant itself; pixels outside the block record nothing.
     """
     ny, nx = out.shape[1], out.shape[2]
     ndim = int(params[0])
     col0, row0 = int(params[1]), int(params[2])
     ncols, nrows = int(params[3]), int(params[4])
     nbx, nby = int(params[5]), int(params[6])
-    period = int(params[7])
     out[:, :, :] = 0.0
-    if period > 0:  # move the star and its ROI into the tile of the block nearest to the ROI
-        tile = int(math.floor((y0 + 0.5 * ny - row0 - 0.5 * nrows) / period + 0.5))
-        y0 = y0 - tile * period
-        y = y - tile * period
-    a00, a01, a10, a11 = params[10], params[11], params[12], params[13]
-    bx = params[14:14 + nbx]
+    a00, a01, a10, a11 = params[9], params[10], params[11], params[12]
+    bx = params[13:13 + nbx]
     if ndim == 1:
         u = x
         v = 0.0
@@ -363,9 +356,9 @@ def _pixel_grid_one(params, table, x, y, x0, y0, out, second):
         tu = u - bx[cell]
         tv = 0.0
     else:
-        by = params[14 + nbx:14 + nbx + nby]
-        u = a00 * (x - params[8]) + a01 * (y - params[9])
-        v = a10 * (x - params[8]) + a11 * (y - params[9])
+        by = params[13 + nbx:13 + nbx + nby]
+        u = a00 * (x - params[7]) + a01 * (y - params[8])
+        v = a10 * (x - params[7]) + a11 * (y - params[8])
         kx = _segment(bx, u)
         ky = _segment(by, v)
         tu = u - bx[kx]
@@ -724,10 +717,6 @@ class PixelEPSF(PSFModel):
         by a turntable mounted at an angle to the pixel rows is modelled
         exactly; ``x`` and ``y`` are then the grid's u and v positions.
         Default: the identity (grid in frame coordinates).
-    period : int, optional
-        Repeat the block every ``period`` rows: a stack of frames tiled
-        vertically into one mosaic (period = tile height) is then fitted in
-        one :func:`startrack.localize` call. Default 0 (no repeat).
     meta : dict, optional
         Calibration metadata (``flux`` e-, ``background`` e-/px, ...).
 
@@ -742,7 +731,7 @@ class PixelEPSF(PSFModel):
     kind = PIXEL_GRID
     support = 2.0
 
-    def __init__(self, values, x, y, *, col0, row0, transform=None, period=0, meta=None):
+    def __init__(self, values, x, y, *, col0, row0, transform=None, meta=None):
         values = np.asarray(values, dtype=float)
         self.x = _breaks(x, "x")
         if np.ndim(y) == 0:
@@ -769,9 +758,6 @@ class PixelEPSF(PSFModel):
         if self.ndim == 1 and not (tx == 0 and ty == 0 and np.array_equal(A, np.eye(2))):
             raise ValueError("a transform applies to 2-D grids only (a 1-D model is a function of frame x)")
         self.transform = (tx, ty, A)
-        self.period = int(period)
-        if self.period < 0 or (self.period and self.period < self.nrows):
-            raise ValueError(f"period must be 0 or at least the block height ({self.nrows} rows), got {period}")
         self.meta = dict(meta or {})
         self.path = None
         self.params, self.table = self._coefficients()
@@ -795,7 +781,7 @@ class PixelEPSF(PSFModel):
             ybreaks = self.y
         tx, ty, A = self.transform
         params = np.concatenate([[self.ndim, self.col0, self.row0, self.ncols, self.nrows, self.x.size,
-                                  ybreaks.size, self.period, tx, ty], A.ravel(), self.x, ybreaks]).astype(np.float64)
+                                  ybreaks.size, tx, ty], A.ravel(), self.x, ybreaks]).astype(np.float64)
         return params, table
 
     @property
@@ -818,17 +804,11 @@ class PixelEPSF(PSFModel):
         ``model.shifted(col0, row0)`` is the model in full-frame coordinates.
         """
         columns, rows = int(columns), int(rows)
-        kw = dict(col0=self.col0 + columns, row0=self.row0 + rows, period=self.period, meta=self.meta)
+        kw = dict(col0=self.col0 + columns, row0=self.row0 + rows, meta=self.meta)
         if self.ndim == 1:
             return PixelEPSF(self.values, self.x + columns, self.y + rows, **kw)
         tx, ty, A = self.transform
         return PixelEPSF(self.values, self.x, self.y, transform=(tx + columns, ty + rows, A), **kw)
-
-    def tiled(self, period) -> "PixelEPSF":
-        """The same model repeated every ``period`` rows (see ``period`` above)."""
-        tx, ty, A = self.transform
-        return PixelEPSF(self.values, self.x, self.y, col0=self.col0, row0=self.row0,
-                         transform=None if self.ndim == 1 else (tx, ty, A), period=period, meta=self.meta)
 
     # -- files ---------------------------------------------------------------
     def save(self, path, overwrite=True):

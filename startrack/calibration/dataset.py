@@ -18,6 +18,7 @@ import numpy as np
 from astropy.table import Table
 
 from ..io import read_frame
+from ..validate import one_of
 
 __all__ = ["MANIFEST", "read_manifest", "load_frames", "write_frames"]
 
@@ -152,8 +153,7 @@ def write_frames(folder, frames, table, *, fmt="fits", prefix="frame"):
     Path
         The manifest written.
     """
-    if fmt not in ("fits", "tiff"):
-        raise ValueError(f"format must be 'fits' or 'tiff', got {fmt!r}")
+    one_of(fmt, "fmt", ("fits", "tiff"))
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     frames = np.asarray(frames)

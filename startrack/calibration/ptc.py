@@ -47,6 +47,7 @@ import numpy as np
 from astropy.table import Table, vstack
 
 from ..sensor import Sensor
+from ..validate import as_float, as_stack
 from .dataset import load_frames, read_manifest
 
 __all__ = ["QUANTIZATION", "level_statistics", "photon_transfer", "measure_ptc", "PhotonTransfer", "plot_ptc"]
@@ -75,8 +76,8 @@ def level_statistics(frames) -> dict:
         ``npix``, ``nframes``, ``max_value`` (DN) and ``clip_fraction``
         (fraction of pixel values equal to the maximum: > 0 when clipped).
     """
-    frames = np.asarray(frames, dtype=np.float64)
-    if frames.ndim != 3 or frames.shape[0] < 2:
+    frames = as_stack(frames, "frames")
+    if frames.shape[0] < 2:
         raise ValueError(f"photon transfer needs at least 2 frames per exposure, got shape {frames.shape}")
     n = frames.shape[0]
     npix = frames.shape[1] * frames.shape[2]
@@ -262,10 +263,8 @@ def photon_transfer(levels, *, read_noise=0.0, gain_range=0.7, linearity_range=(
     for col in ("kind", "exposure_s", "mean", "var", "mean_err", "var_err"):
         if col not in levels.colnames:
             raise ValueError(f"levels table needs column {col!r}")
-    read_noise = float(read_noise)
-    if not math.isfinite(read_noise) or read_noise < 0:
-        raise ValueError(f"read_noise must be >= 0 e-, got {read_noise}")
-    if not 0 < gain_range <= 1:
+    read_noise = as_float(read_noise, "read_noise", nonnegative=True, unit="e-")
+    if not 0 < as_float(gain_range, "gain_range") <= 1:
         raise ValueError(f"gain_range must be in (0, 1], got {gain_range}")
     kind = np.char.lower(np.asarray(levels["kind"], str))
     dark = levels[kind == "dark"]
@@ -276,7 +275,7 @@ def photon_transfer(levels, *, read_noise=0.0, gain_range=0.7, linearity_range=(
         raise ValueError(f"too few flat exposure levels: {len(flat)}; photon transfer needs at least {MIN_LEVELS}")
     flat.sort("exposure_s")
     t_dark = np.asarray(dark["exposure_s"], float)
-    at = float(np.mean(t_dark)) if at_exposure is None else float(at_exposure)
+    at = float(np.mean(t_dark)) if at_exposure is None else as_float(at_exposure, "at_exposure", unit="s")
     dk, (dslope, dslope_err) = _dark_model(dark, at)
 
     t = np.asarray(flat["exposure_s"], float)

@@ -17,6 +17,7 @@ from astropy.table import Table
 from ..psf import GaussianPSF
 from ..sensor import Sensor
 from ..simulate import expose
+from ..validate import as_float, as_int
 
 __all__ = ["simulate_ptc", "simulate_turntable", "simulate_intrinsics", "FOCUSED_SPOT", "spot_image"]
 
@@ -76,9 +77,14 @@ def simulate_ptc(shape=(128, 128), *, sensor=None, full_well=20000.0, bits=12, l
     """
     sensor = sensor or Sensor(gain=0.14, offset=37.0, dark_var=54.40)
     rng = np.random.default_rng(seed)
-    ny, nx = (int(s) for s in shape)
-    rate = float(full_well if rate is None else rate)
-    exposures = np.linspace(max_signal / levels, max_signal, int(levels)) * full_well / rate
+    ny, nx = (as_int(s, "shape", minimum=2) for s in shape)
+    full_well = as_float(full_well, "full_well", positive=True, unit="e-")
+    bits = as_int(bits, "bits", minimum=1, maximum=32)
+    levels = as_int(levels, "levels", minimum=1)
+    flats = as_int(flats, "flats", minimum=1)
+    darks = as_int(darks, "darks", minimum=1)
+    rate = as_float(full_well if rate is None else rate, "rate", positive=True, unit="e-/s")
+    exposures = np.linspace(max_signal / levels, max_signal, levels) * full_well / rate
     gain_map = 1.0 + prnu * rng.standard_normal((ny, nx))
     offset_map = sensor.offset + dsnu * rng.standard_normal((ny, nx))
     top = 2.0**bits - 1.0
@@ -167,8 +173,13 @@ def simulate_turntable(*, focal_length_mm=25.0, pixel_pitch_um=5.3, step_deg=0.0
     """
     sensor = sensor or Sensor(gain=0.14, offset=37.0, dark_var=54.40)
     rng = np.random.default_rng(seed)
-    f_px = 1000.0 * focal_length_mm / pixel_pitch_um
-    az_i, el_i = np.meshgrid(np.arange(int(steps)), np.arange(int(elevations)), indexing="ij")
+    f_px = (1000.0 * as_float(focal_length_mm, "focal_length_mm", positive=True, unit="mm")
+            / as_float(pixel_pitch_um, "pixel_pitch_um", positive=True, unit="um"))
+    steps = as_int(steps, "steps", minimum=1)
+    elevations = as_int(elevations, "elevations", minimum=1)
+    repeats = as_int(repeats, "repeats", minimum=1)
+    margin = as_int(margin, "margin", minimum=0)
+    az_i, el_i = np.meshgrid(np.arange(steps), np.arange(elevations), indexing="ij")
     az = az_i.ravel() * step_deg
     el = el_i.ravel() * step_deg
     uv = np.column_stack([f_px * np.tan(np.radians(az)), f_px * np.tan(np.radians(el))])
@@ -230,7 +241,10 @@ def simulate_intrinsics(*, camera=None, mounting_deg=(0.3, -0.5, 1.2), grid=21, 
         camera = Camera(width=1024, height=1024, focal_length_px=25000.0 / 5.3, principal_point=(520.3, 505.7),
                         distortion=(-0.25, 0.4, 2e-4, -1e-4, 0.0), pixel_pitch_um=5.3)
     rng = np.random.default_rng(seed)
-    a = np.linspace(-half_angle_deg, half_angle_deg, int(grid))
+    grid = as_int(grid, "grid", minimum=2)
+    half_angle_deg = as_float(half_angle_deg, "half_angle_deg", positive=True, unit="degrees")
+    centroid_noise = as_float(centroid_noise, "centroid_noise", nonnegative=True, unit="px")
+    a = np.linspace(-half_angle_deg, half_angle_deg, grid)
     az, el = (v.ravel() for v in np.meshgrid(a, a, indexing="ij"))
     d = Rotation.from_rotvec(np.radians(mounting_deg)).apply(turntable_directions(az, el))
     x, y = camera.vector_to_pixel(d)

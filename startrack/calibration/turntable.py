@@ -37,8 +37,9 @@ from ..crlb import precision_limit
 from ..likelihood import param_names
 from ..detect import centroid
 from ..localize import localize
-from ..psf import PixelEPSF
+from ..psf import PixelEPSF, roi_origin
 from ..sensor import Sensor
+from ..validate import as_float, as_int, as_positions, as_stack, as_stamps, one_of
 from .dataset import load_frames, read_manifest
 
 __all__ = ["scan_offsets", "fit_alignment", "calibrate_turntable", "TurntableCalibration", "evaluate_turntable",
@@ -54,9 +55,8 @@ def scan_offsets(azimuth_deg, elevation_deg, focal_length_mm, pixel_pitch_um):
     second; the cross-coupling of a two-axis mount, ``1/cos(azimuth)``, is
     below 1e-5 px over the few pixels of an ePSF scan and left out.
     """
-    f_px = 1000.0 * float(focal_length_mm) / float(pixel_pitch_um)
-    if not (math.isfinite(f_px) and f_px > 0):
-        raise ValueError("focal_length_mm and pixel_pitch_um must be positive")
+    f_px = (1000.0 * as_float(focal_length_mm, "focal_length_mm", positive=True, unit="mm")
+            / as_float(pixel_pitch_um, "pixel_pitch_um", positive=True, unit="um"))
     return (f_px * np.tan(np.radians(np.asarray(azimuth_deg, float))),
             f_px * np.tan(np.radians(np.asarray(elevation_deg, float))))
 
@@ -102,12 +102,6 @@ def _brightest(frames):
     frames = np.asarray(frames)
     k = frames.reshape(len(frames), -1).argmax(axis=1)
     return np.column_stack([k % frames.shape[2], k // frames.shape[2]]).astype(float)
-
-
-def _mosaic(frames):
-    """Frames stacked vertically into one image (frame k starts at row k * ny)."""
-    n, ny, nx = frames.shape
-    return frames.reshape(n * ny, nx), ny
 
 
 @dataclass
@@ -194,16 +188,14 @@ def calibrate_turntable(frames, azimuth_deg, elevation_deg, sensor: Sensor, foca
     -------
     TurntableCalibration
     """
-    frames = np.asarray(frames, dtype=np.float64)
-    if frames.ndim != 3:
-        raise ValueError(f"frames must be a stack (n, ny, nx), got shape {frames.shape}")
+    frames = as_stack(frames, "frames")
     az = np.asarray(azimuth_deg, float)
     el = np.asarray(elevation_deg, float)
     if az.shape != (len(frames),) or el.shape != (len(frames),):
         raise ValueError(f"azimuth_deg and elevation_deg need one value per frame ({len(frames)})")
-    if test not in ("alternate", "none"):
-        raise ValueError(f"test must be 'alternate' or 'none', got {test!r}")
-    roi = int(roi)
+    one_of(test, "test", ("alternate", "none"))
+    roi = as_int(roi, "roi", minimum=2)
+    edge = as_float(edge, "edge", nonnegative=True, unit="px")
     keys, step_of_frame = np.unique(np.column_stack([az, el]), axis=0, return_inverse=True)
     step_of_frame = step_of_frame.ravel()
     n_steps = len(keys)
@@ -224,12 +216,9 @@ def calibrate_turntable(frames, azimuth_deg, elevation_deg, sensor: Sensor, foca
     light = (mean - sensor.offset) / sensor.gain - sensor.dark_var
 
     u, v = scan_offsets(keys[:, 0], keys[:, 1], focal_length_mm, pixel_pitch_um)
-    mosaic, ny = _mosaic(light)
-    rough = _brightest(light)
-    rough[:, 1] += np.arange(n_steps) * ny
-    cg = centroid(mosaic, rough, roi=roi)
+    cg = centroid(light, _brightest(light), roi=roi)
     x_cg = np.asarray(cg["x_cg"], float)
-    y_cg = np.asarray(cg["y_cg"], float) - np.arange(n_steps) * ny
+    y_cg = np.asarray(cg["y_cg"], float)
     if not np.all(np.isfinite(x_cg)):
         raise ValueError("no spot found in some turntable steps: check the frames and the [sensor] offset")
     align = fit_alignment(u, v, x_cg, y_cg)
@@ -338,23 +327,40 @@ def shared_epsf(cal: TurntableCalibration, *, knot_spacing=0.05, response=False)
     return PixelEPSF(shared, m.x, m.y, col0=m.col0, row0=m.row0, meta=meta)
 
 
-def gaussian_fit(image, positions, *, roi=5, sigma=0.3):
+def gaussian_fit(image, positions, *, origins=None, roi=5, sigma=0.3):
     """Least-squares fit of a pixel-integrated Gaussian (x, y, sigma, amplitude, background) to each window.
 
     The star sensors' conventional "Gaussian fit" (GF), unweighted as it is
     usually run; scipy's Levenberg–Marquardt per window. Windows are
     ``roi`` wide, centred on the pixel holding each rough position.
 
+    Parameters
+    ----------
+    image : 2-D array, or (n, ny, nx) stack
+        One frame, or one stamp per position (as :func:`startrack.localize`
+        takes them, with ``origins``).
+    positions : (n, 2) array
+        Rough (x, y) of each star (px, frame coordinates).
+    origins : (n, 2) int array, optional
+        Frame (column, row) of each stamp's pixel [0, 0] (default zeros).
+    roi : int
+        Window width (px).
+    sigma : float
+        Start Gaussian radius (px).
+
     Returns
     -------
-    (n, 2) array of (x, y) in px; NaN where the fit failed.
+    (n, 2) array of (x, y) in px; NaN where the fit failed or the window leaves the image.
     """
-    img = np.asarray(image, float)
-    xy = np.asarray(positions, float).reshape(-1, 2)
+    xy = as_positions(positions)
+    images, org, stacked = as_stamps(image, len(xy), origins)
+    roi = as_int(roi, "roi", minimum=3, odd=True)
+    sigma = as_float(sigma, "sigma", positive=True, unit="px")
     c = np.arange(roi)
     out = np.full((len(xy), 2), np.nan)
-    x0 = np.floor(xy[:, 0] + 0.5).astype(int) - roi // 2
-    y0 = np.floor(xy[:, 1] + 0.5).astype(int) - roi // 2
+    finite = np.all(np.isfinite(xy), axis=1)
+    x0 = roi_origin(np.where(finite, xy[:, 0], 0.0), roi)
+    y0 = roi_origin(np.where(finite, xy[:, 1], 0.0), roi)
 
     def profile(centre, s):
         hi, lo = (c + 0.5 - centre) / s, (c - 0.5 - centre) / s
@@ -375,10 +381,13 @@ def gaussian_fit(image, positions, *, roi=5, sigma=0.3):
                                 (p[3] * ds * (np.outer(sy, fx) + np.outer(fy, sx))).ravel(),
                                 np.outer(fy, fx).ravel(), np.ones(roi * roi)])
 
-    for k in range(len(xy)):
-        if x0[k] < 0 or y0[k] < 0 or x0[k] + roi > img.shape[1] or y0[k] + roi > img.shape[0]:
+    for k in np.flatnonzero(finite):
+        s = k if stacked else 0
+        img = images[s]
+        c0, r0 = x0[k] - org[s, 0], y0[k] - org[s, 1]
+        if c0 < 0 or r0 < 0 or c0 + roi > img.shape[1] or r0 + roi > img.shape[0]:
             continue
-        d = img[y0[k]:y0[k] + roi, x0[k]:x0[k] + roi]
+        d = img[r0:r0 + roi, c0:c0 + roi]
         bg = float(np.median(np.r_[d[0], d[-1], d[1:-1, 0], d[1:-1, -1]]))
         p0 = [xy[k, 0] - x0[k], xy[k, 1] - y0[k], sigma, max(d.sum() - bg * d.size, 1.0), bg]
         res = least_squares(resid, p0, jac=jac, args=(d,), method="lm")
@@ -420,34 +429,29 @@ def evaluate_turntable(cal: TurntableCalibration, frames, sensor: Sensor, *, mod
         the mean over the repeats ``mean_*`` (px; ``*_y`` columns too for a grid).
         ``meta`` holds the RMS over positions of each column.
     """
-    frames = np.asarray(frames, dtype=np.float64)
+    frames = as_stack(frames, "frames")
     model = cal.model if model is None else model
     fit = cal.fit
     role = np.asarray(cal.steps["role"])
-    chosen = {"test": role == "test", "model": role == "model", "all": np.ones(len(role), bool)}.get(steps)
-    if chosen is None:
-        raise ValueError(f"steps must be 'test', 'model' or 'all', got {steps!r}")
+    one_of(steps, "steps", ("test", "model", "all"))
+    chosen = {"test": role == "test", "model": role == "model", "all": np.ones(len(role), bool)}[steps]
     idx = np.flatnonzero(chosen[cal.step_of_frame])
     if idx.size == 0:
         raise ValueError(f"no {steps} steps to evaluate")
     sub = frames[idx]
     step = cal.step_of_frame[idx]
     ref = np.column_stack([np.asarray(cal.steps["x"], float), np.asarray(cal.steps["y"], float)])[step]
-    mosaic, ny = _mosaic(sub)
-    shift = np.arange(len(sub)) * ny
     rough = _brightest(sub)
     if model.ndim == 1:
         rough[:, 1] = model.y  # the calibrated row: y is held there
-    rough[:, 1] += shift
-    tiled = model.tiled(ny) if isinstance(model, PixelEPSF) else model
-    res = localize(mosaic, rough, tiled, sensor, fit=fit, flux=cal.flux, background=cal.background, roi=cal.roi)
-    est = {"mle": np.column_stack([np.asarray(res["x"], float), np.asarray(res["y"], float) - shift])}
+    # Every frame is its own stamp: one star each, in frame coordinates.
+    res = localize(sub, rough, model, sensor, fit=fit, flux=cal.flux, background=cal.background, roi=cal.roi)
+    est = {"mle": np.column_stack([np.asarray(res["x"], float), np.asarray(res["y"], float)])}
     est["mle"][~np.asarray(res["converged"])] = np.nan
-    cg = centroid(mosaic, rough, roi=cal.roi)
-    est["cg"] = np.column_stack([np.asarray(cg["x_cg"], float), np.asarray(cg["y_cg"], float) - shift])
+    cg = centroid(sub, rough, roi=cal.roi)
+    est["cg"] = np.column_stack([np.asarray(cg["x_cg"], float), np.asarray(cg["y_cg"], float)])
     if gaussian:
-        gf = gaussian_fit(mosaic, np.column_stack([est["cg"][:, 0], est["cg"][:, 1] + shift]), roi=cal.roi)
-        est["gf"] = gf - np.column_stack([np.zeros(len(shift)), shift])
+        est["gf"] = gaussian_fit(sub, est["cg"], roi=cal.roi)
     steps_used = np.flatnonzero(chosen)
     xs = np.asarray(cal.steps["x"], float)[steps_used]
     ys = np.asarray(cal.steps["y"], float)[steps_used]
@@ -498,6 +502,7 @@ def read_turntable(manifest, *, roi=5, progress=None):
     """
     t = read_manifest(manifest, {"azimuth_deg": float, "elevation_deg": float},
                       optional={"repeat": (int, 0)})
+    roi = as_int(roi, "roi", minimum=2)
     keys, first = np.unique(np.column_stack([t["azimuth_deg"], t["elevation_deg"]]), axis=0, return_index=True)
     probe = load_frames([t["path"][k] for k in first])
     spot = _brightest(probe)

@@ -93,9 +93,9 @@ def gauss_lsq(roi, sigma, background=None, *, jac="analytic"):
 def gauss_mle(roi, sigma, sensor=None, *, fit=("x", "y", "flux", "background"), background=None):
     """Poisson MLE of a pixel-integrated Gaussian in each ROI of a stack, with the CRLB (the core's fitter).
 
-    The ROIs are laid one below the other in a single image and
-    :func:`startrack.localize` fits each inside its own ``(ny, nx)`` window,
-    started at the ROI centre (the spot should be within a pixel or two of it).
+    :func:`startrack.localize` fits each ROI of the stack as its own stamp,
+    in a window of the ROI's size, started at the ROI centre (the spot should
+    be within a pixel or two of it).
 
     Parameters
     ----------
@@ -118,11 +118,8 @@ def gauss_mle(roi, sigma, sensor=None, *, fit=("x", "y", "flux", "background"), 
     stack = as_stack(roi, "roi", min_size=3)
     n, ny, nx = stack.shape
     sx, sy = as_sigma_pair(sigma)
-    centre = np.column_stack([np.full(n, 0.5 * (nx - 1)), np.arange(n) * ny + 0.5 * (ny - 1)])
-    t = localize(stack.reshape(n * ny, nx), centre, GaussianPSF(sx, sy), sensor, fit=fit, roi=(ny, nx),
-                 start="given", background=background)
-    shift = np.arange(n) * ny
-    for col in ("y", "y_start"):
-        t[col][:] = np.asarray(t[col]) - shift
+    centre = np.column_stack([np.full(n, 0.5 * (nx - 1)), np.full(n, 0.5 * (ny - 1))])
+    t = localize(stack, centre, GaussianPSF(sx, sy), sensor, fit=fit, roi=(ny, nx), start="given",
+                 background=background)
     t.add_column(np.arange(n), name="roi", index=0)
     return t

@@ -134,9 +134,9 @@ def mle_1d(signals, sigma, *, half_width=None, sensor=None, start=None):
         x0 = np.argmax(sig, axis=1).astype(float)
     else:
         x0 = np.broadcast_to(np.asarray(start, dtype=float), (n,))
-    rows = np.arange(n, dtype=float)
-    t = localize(sig, np.column_stack([x0, rows]), line_psf(sigma), sensor, fit=_LINE_FIT, roi=(1, 2 * hw + 1),
-                 start="given")
+    # Each signal is a one-row stamp.
+    t = localize(sig[:, None, :], np.column_stack([x0, np.zeros(n)]), line_psf(sigma), sensor, fit=_LINE_FIT,
+                 roi=(1, 2 * hw + 1), start="given")
     t.remove_columns(["y", "y_err", "y_start"])
     t.add_column(np.arange(n), name="signal", index=0)
     return t
