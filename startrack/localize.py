@@ -7,7 +7,10 @@ of gravity, and reported with the Cramér–Rao bound of the fitted parameters
 at the estimate. The PSF model enters only through
 :func:`startrack.psf.render_one`, so the Gaussian, the data-built ePSF and the
 turntable per-pixel ePSF all use this fitter unchanged. One numba kernel
-fits every star to convergence; nothing is allocated per star.
+fits every star to convergence; nothing is allocated per star. The stars
+come from one frame, or each from its own stamp (a cut-out placed in the
+frame by its origin, as the ePSF build and the turntable calibration fit
+them): the same kernels, a frame being one image shared by every star.
 """
 
 from __future__ import annotations
@@ -253,11 +256,11 @@ def _gather(pixels, xy, use_cg, free_xy, levels, start, rois, flags, npix, nthre
     ``pixels``, placed in the frame at its origin: one shared frame, or its
     own stamp, whose edges are then the image's edges. Fills the start (x,
     y, flux, background), the data ``(P - s0)/K + read_noise^2``, 0/1
-    weights (0 for off-image,
-    non-finite, masked and saturated pixels), the ROI origins, the flags
-    describing what was left out and the number of usable pixels. The
-    caller's arrays are reused from chunk to chunk: fresh ones would cost a
-    page fault per 4 kB, more than the copy.
+    weights (0 for off-image, non-finite, masked and saturated pixels), the
+    ROI origins (frame coordinates), the flags describing what was left out
+    and the number of usable pixels. The caller's arrays are reused from
+    chunk to chunk: fresh ones would cost a page fault per 4 kB, more than
+    the copy.
     """
     images, masks, use_mask, origins, which = pixels
     offset, gain, shift, floor, saturation, below = levels
