@@ -189,7 +189,7 @@ def case_b(n, quick):
 
 def startup():
     """Compile time of a first CLI run on an empty numba cache, and a second run's total time."""
-    from startrack.cli.demo import sample_path
+    from startrack.io import sample_path
 
     frame, cam = str(sample_path("sample_frame.fits")), str(sample_path("sample_camera.toml"))
     with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryDirectory() as out:

@@ -37,11 +37,10 @@ from pathlib import Path
 import numpy as np
 from astropy.time import Time
 
-from startrack import GaussianPSF, Sensor
+from startrack import GaussianPSF, Sensor, measure_stars
 from startrack.sky.attitude import ARCSEC, Attitude
 from startrack.sky.camera import Camera
 from startrack.sky.catalog import load_catalog
-from startrack.sky.pipeline import measure_stars
 from startrack.sky.starid import StarIdentifier, build_database, field_ladder
 from startrack.sky.starid import kernels as K
 from startrack.sky.simulate import random_attitude, sky_frame

@@ -31,6 +31,7 @@ from .sky.camera import Camera
 from .detect import centroid, detect
 from .flags import FLAGS, decode_flags
 from .localize import localize
+from .measure import measure_stars
 from .psf import EPSF, GaussianMixturePSF, GaussianPSF, PixelEPSF, PSFModel, parse_psf
 from .sensor import Sensor
 
@@ -52,5 +53,5 @@ def __dir__():
     return sorted(set(globals()) | set(_LAZY))
 
 __all__ = ["Sensor", "Camera", "GaussianPSF", "GaussianMixturePSF", "EPSF", "PixelEPSF", "PSFModel", "parse_psf",
-           "detect", "centroid", "localize", "build_epsf", "FLAGS", "decode_flags", "crlb", "design", "epsf",
+           "detect", "centroid", "localize", "measure_stars", "build_epsf", "FLAGS", "decode_flags", "crlb", "design", "epsf",
            "simulate", "evaluate", "__version__"]

@@ -7,7 +7,7 @@ from astropy.table import Table
 from astropy.wcs import WCS
 
 from startrack.cli import main
-from startrack.cli.demo import sample_path
+from startrack.io import sample_path
 
 
 @pytest.fixture(scope="module")
