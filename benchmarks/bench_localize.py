@@ -80,7 +80,7 @@ def scipy_fit(rois, x0, y0, sigma, floor):
             fy = ndtr((c + 0.5 - p[1]) / sigma) - ndtr((c - 0.5 - p[1]) / sigma)
             return p[2] * np.outer(fy, fx) + p[3] + floor
 
-        def resid(p):
+        def resid(p, d=d):
             m = model(p)
             return ((d - m) / np.sqrt(np.maximum(m, 1.0))).ravel()
 

@@ -41,9 +41,9 @@ from startrack import GaussianPSF, Sensor, measure_stars
 from startrack.sky.attitude import ARCSEC, Attitude
 from startrack.sky.camera import Camera
 from startrack.sky.catalog import load_catalog
+from startrack.sky.simulate import random_attitude, sky_frame
 from startrack.sky.starid import StarIdentifier, build_database, field_ladder
 from startrack.sky.starid import kernels as K
-from startrack.sky.simulate import random_attitude, sky_frame
 
 CAMERAS = {
     "12deg": {"focal_length_mm": 25.0, "pixel_pitch_um": 5.3, "width": 1024, "height": 1024},

@@ -242,7 +242,8 @@ def read_table(path) -> Table:
     try:
         return Table.read(path, format=fmt) if fmt else Table.read(path)
     except Exception as exc:  # astropy raises many types for a malformed table
-        raise ValueError(f"{path}: cannot read table ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"{path}: cannot read table ({msg})") from None
 
 
 def sample_path(name: str) -> Path:

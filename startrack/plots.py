@@ -96,7 +96,7 @@ def plot_design(design: Design, path):
     fig, ax = plt.subplots(1, 4, figsize=(19, 4.4))
     n = int(round(np.sqrt(len(design.pmap))))
     ext = [-0.5, 0.5, -0.5, 0.5]
-    for a, col in zip(ax[:2], ("pl_x", "pl_y")):
+    for a, col in zip(ax[:2], ("pl_x", "pl_y"), strict=True):
         img = np.asarray(design.pmap[col]).reshape(n, n)
         im = a.imshow(np.log10(img), origin="lower", extent=ext, cmap="viridis")
         fig.colorbar(im, ax=a, label=f"log10 {col} (px)")
@@ -126,7 +126,7 @@ def plot_radius(ax, curves, mark=None, diffraction=None):
     :class:`~startrack.design.Design`'s ``diffraction`` shades the radii
     below DL/3.
     """
-    for c, ls in zip(curves, ("-", "--", ":", "-.")):
+    for c, ls in zip(curves, ("-", "--", ":", "-."), strict=False):  # up to four noise levels
         lab = f"sd2 = {c.meta['dark_var']:g}"
         r = np.asarray(c["radius"])
         ax.semilogy(r, c["pl_rms"], "r" + ls, label=f"RMS PL ({lab})")

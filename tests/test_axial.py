@@ -202,8 +202,9 @@ def test_falls_back_to_opencv_without_onnxruntime(monkeypatch):
 
 
 def test_read_stack_layouts_and_read_z(tmp_path):
-    from startrack.io import write_table
     from astropy.table import Table
+
+    from startrack.io import write_table
 
     pairs = np.arange(3 * 2 * 4 * 5, dtype=np.float32).reshape(3, 2, 4, 5)
     np.save(tmp_path / "first.npy", pairs)

@@ -18,7 +18,7 @@ def test_demo(tmp_path, capsys):
     sig = next(ln for ln in out.splitlines() if ln.strip().startswith("1-sigma"))
     sigs = [float(v) for v in sig.replace("/", " ").replace(",", " ").replace(";", " ").split()
             if v.replace(".", "").isdigit()][:3]
-    assert all(abs(e) < 5 * s for e, s in zip(errs, sigs))
+    assert all(abs(e) < 5 * s for e, s in zip(errs, sigs, strict=True))
 
 
 def test_localize_command(tmp_path, capsys):
@@ -109,7 +109,8 @@ def test_a_run_imports_only_its_own_command(tmp_path):
     rc, modules = json.loads(out.strip().splitlines()[-1])
     assert rc == 0 and "startrack.cli.localize" in modules
     heavy = ("startrack.cli.demo", "startrack.cli.micro", "startrack.cli.calib", "startrack.cli.solve",
-             "startrack.epsf", "startrack.microscope", "startrack.calibration", "startrack.sky.starid", "scipy.optimize")
+             "startrack.epsf", "startrack.microscope", "startrack.calibration", "startrack.sky.starid",
+             "scipy.optimize")
     assert not [m for m in modules if m.startswith(heavy)]
 
 

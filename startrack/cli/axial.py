@@ -187,8 +187,9 @@ def _add_train(sub):
 
 def run_train(args):
     try:
-        from ..microscope.axial import read_stack, read_z, train, train_from_stack
         import torch  # noqa: F401
+
+        from ..microscope.axial import read_stack, read_z, train, train_from_stack
     except ImportError:
         raise ValueError('training needs PyTorch: pip install "startrack[ml]"') from None
 

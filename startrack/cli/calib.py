@@ -184,8 +184,13 @@ def _camera_numbers(path, focal_length_mm, pixel_pitch_um):
 
 
 def run_turntable_epsf(args):
-    from ..calibration.turntable import (calibrate_turntable, evaluate_turntable, plot_turntable, read_turntable,
-                                         shared_epsf)
+    from ..calibration.turntable import (
+        calibrate_turntable,
+        evaluate_turntable,
+        plot_turntable,
+        read_turntable,
+        shared_epsf,
+    )
     from ..io import write_table
 
     sensor, f_mm, pitch = _camera_numbers(args.camera, args.focal_length_mm, args.pixel_pitch_um)
@@ -238,8 +243,8 @@ def _evaluation_summary(ev) -> str:
 
 def run_intrinsics(args):
     from ..calibration.intrinsics import fit_intrinsics, plot_intrinsics
-    from ..sky.camera import Camera
     from ..io import read_table
+    from ..sky.camera import Camera
 
     nominal = Camera.from_toml(args.camera)
     t = read_table(args.centroids)

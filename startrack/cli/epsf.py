@@ -83,8 +83,8 @@ def _add_show(sub):
 
 def _positions_for(frames, table):
     """Per-frame (n, 2) positions from a star table with an optional 'frame' column."""
-    cols = next(((cx, cy) for cx, cy in (("x_cg", "y_cg"), ("x", "y")) if cx in table.colnames and cy in table.colnames),
-                None)
+    cols = next(((cx, cy) for cx, cy in (("x_cg", "y_cg"), ("x", "y"))
+                 if cx in table.colnames and cy in table.colnames), None)
     if cols is None:
         raise ValueError(f"--positions needs columns x, y (or x_cg, y_cg); it has {table.colnames}")
     xy = np.column_stack([np.asarray(table[cols[0]], float), np.asarray(table[cols[1]], float)])

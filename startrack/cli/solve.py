@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 from astropy.table import vstack
 
+from ..psf import parse_psf
 from ..sky.camera import Camera
 from ..sky.catalog import parse_time
 from ..sky.pipeline import solve_frames
-from ..psf import parse_psf
 from .common import command, load_sensor, progress, save
 
 HELP = """Detect the stars of each frame, localise them by Poisson MLE with their

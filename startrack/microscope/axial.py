@@ -36,8 +36,15 @@ from astropy import units as u
 from astropy.table import Table
 
 from ..io import read_array, read_table, sample_path
-from .defocus import (DEFAULT_BACKGROUND, DEFAULT_PHOTONS, DEFAULT_READ_NOISE, DEFAULT_SCATTERING, Optics, render,
-                      simulate_pairs)
+from .defocus import (
+    DEFAULT_BACKGROUND,
+    DEFAULT_PHOTONS,
+    DEFAULT_READ_NOISE,
+    DEFAULT_SCATTERING,
+    Optics,
+    render,
+    simulate_pairs,
+)
 
 __all__ = ["AxialLocalizer", "AxialModel", "LibraryMatcher", "as_pairs", "crop_pairs", "read_stack", "read_z",
            "train", "train_from_stack", "axial_errors", "plot_axial_errors", "DEFAULT_MODELS", "BACKENDS"]

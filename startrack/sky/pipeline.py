@@ -17,13 +17,13 @@ from time import perf_counter
 import numpy as np
 from astropy.table import Table
 
-from .camera import Camera
-from .catalog import parse_time, vector_to_radec
 from ..detect import background_map
 from ..measure import measure_stars
 from ..psf import PSFModel
 from ..sensor import Sensor
 from ..validate import as_image
+from .camera import Camera
+from .catalog import parse_time, vector_to_radec
 from .starid.solver import Solution, StarIdentifier
 
 __all__ = ["solve_frame", "solve_frames", "estimate_sensor", "FrameResult", "RESULT_COLUMNS"]
@@ -121,9 +121,8 @@ def _row(sol: Solution, n_detected: int) -> dict:
                    sigma_cross_arcsec=att.sigma_cross_arcsec, sigma_roll_arcsec=att.sigma_roll_arcsec,
                    p_false=sol.p_false)
     else:
-        row.update({k: nan for k in ("ra_deg", "dec_deg", "roll_deg", "qx", "qy", "qz", "qw", "fov_deg",
-                                     "focal_length_px", "rms_arcsec", "sigma_cross_arcsec", "sigma_roll_arcsec",
-                                     "p_false")})
+        row.update(dict.fromkeys(("ra_deg", "dec_deg", "roll_deg", "qx", "qy", "qz", "qw", "fov_deg", "focal_length_px",
+                                  "rms_arcsec", "sigma_cross_arcsec", "sigma_roll_arcsec", "p_false"), nan))
     return row
 
 

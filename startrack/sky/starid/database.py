@@ -116,7 +116,7 @@ class PatternDatabase:
         os.replace(tmp, path)  # atomic: a reader never sees half a file
 
     @classmethod
-    def load(cls, path) -> "PatternDatabase":
+    def load(cls, path) -> PatternDatabase:
         path = Path(path)
         try:
             with np.load(path, allow_pickle=False) as z:

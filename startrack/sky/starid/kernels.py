@@ -505,7 +505,7 @@ def _fit_focal(rot, f, mx, my, cat, w):
     A = np.empty((4, 4))
     g = np.empty(4)
     J = np.empty((2, 4))
-    for it in range(4):
+    for _ in range(4):
         A[:, :] = 0.0
         g[:] = 0.0
         for i in range(n):
@@ -649,7 +649,7 @@ def refine(rot, f, dx, dy, weight, n_img, sky, bounds, radius, min_radius, fit_f
     # the margin between passes)
     ncand = _brightest_on_image(rot, f, sky, bounds, 2.0 * r, pred_use, scratch)
     cand = scratch[:ncand].copy()
-    for it in range(iterations):
+    for _ in range(iterations):
         npred = _reproject(rot, f, cat_vec, cand, ncand, bounds, px, py, pidx)
         match_nearest(dx, dy, n_use, px, py, npred, r, local, dist)
         to_vectors(dx, dy, n_use, f, obs)

@@ -187,7 +187,7 @@ class StarIdentifier:
         self._hip = np.ascontiguousarray(catalog.hip, np.int64)
 
     @classmethod
-    def blind(cls, width, height, fov_range, **kw) -> "StarIdentifier":
+    def blind(cls, width, height, fov_range, **kw) -> StarIdentifier:
         """An identifier for an uncalibrated camera: only the image size and a field-of-view range (deg)."""
         lo, hi = _fov_range(fov_range)
         cam = Camera.from_fov(math.sqrt(lo * hi), width, height)
