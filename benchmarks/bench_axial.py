@@ -35,11 +35,11 @@ from pathlib import Path
 # own two threads for training. Must be set before numpy loads OpenBLAS.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
-from astropy.table import Table  # noqa: E402
+import numpy as np
+from astropy.table import Table
 
-from startrack.microscope import axial, defocus  # noqa: E402
-from startrack.microscope.axial import AxialLocalizer, LibraryMatcher, axial_errors  # noqa: E402
+from startrack.microscope import axial, defocus
+from startrack.microscope.axial import AxialLocalizer, LibraryMatcher, axial_errors
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent / "startrack" / "data"
@@ -163,7 +163,7 @@ def main():
         for backend in axial.BACKENDS:
             loc = AxialLocalizer.load(onnx_path, backend=backend)
             diff = float(np.max(np.abs(loc.predict(pairs) - z_torch)) * 1e3)
-            speed = rate(lambda: loc.predict(pairs), len(pairs))
+            speed = rate(lambda loc=loc, pairs=pairs: loc.predict(pairs), len(pairs))
             results[f"{name}_{backend}"] = dict(diff=diff, speed=speed)
             line.append(f"{backend}: {speed:,.0f} pairs/s, max |ONNX - torch| {diff:.2g} nm")
         print("; ".join(line) + f"; load {os.getloadavg()[0]:.2f}")
@@ -190,7 +190,7 @@ def plot(z, results, tables, path):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    for ax, name in zip(axes[:2], ("darkfield_dual", "brightfield_dual")):
+    for ax, name in zip(axes[:2], ("darkfield_dual", "brightfield_dual"), strict=True):
         zp = results[name]["zp"]
         ax.plot(z, (zp - z) * 1e3, ",", color="0.7")
         for key, style in ((name, "o-"), (name + "_ncc", "s--")):

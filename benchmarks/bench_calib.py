@@ -32,8 +32,13 @@ import startrack as st
 from startrack.calibration.intrinsics import fit_intrinsics
 from startrack.calibration.ptc import level_statistics, photon_transfer
 from startrack.calibration.synthetic import simulate_intrinsics, simulate_ptc, simulate_turntable, spot_image
-from startrack.calibration.turntable import (_brightest, calibrate_turntable, evaluate_turntable, gaussian_fit,
-                                             shared_epsf)
+from startrack.calibration.turntable import (
+    _brightest,
+    calibrate_turntable,
+    evaluate_turntable,
+    gaussian_fit,
+    shared_epsf,
+)
 from startrack.sky.camera import Camera
 
 ROOT = Path(__file__).resolve().parents[1]

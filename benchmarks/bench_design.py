@@ -52,7 +52,7 @@ def main():
     except ImportError:
         print("matplotlib not installed: table only")
         return
-    from startrack.cli.design import plot_radius
+    from startrack.plots import plot_radius
 
     fig, ax = plt.subplots(figsize=(6.5, 4.8))
     plot_radius(ax, curves)

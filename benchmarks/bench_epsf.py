@@ -71,7 +71,7 @@ def photutils_fit(epsf, image, start):
 def cg_positions(frames, truth):
     """Rough detections (the true pixel) refined by centre of gravity, per frame."""
     out = []
-    for f, xy in zip(frames, truth):
+    for f, xy in zip(frames, truth, strict=True):
         cg = st.centroid(f, np.round(xy), roi=ROI)
         out.append(np.column_stack([cg["x_cg"], cg["y_cg"]]))
     return out

@@ -80,7 +80,7 @@ def scipy_fit(rois, x0, y0, sigma, floor):
             fy = ndtr((c + 0.5 - p[1]) / sigma) - ndtr((c - 0.5 - p[1]) / sigma)
             return p[2] * np.outer(fy, fx) + p[3] + floor
 
-        def resid(p):
+        def resid(p, d=d):
             m = model(p)
             return ((d - m) / np.sqrt(np.maximum(m, 1.0))).ravel()
 
@@ -189,7 +189,7 @@ def case_b(n, quick):
 
 def startup():
     """Compile time of a first CLI run on an empty numba cache, and a second run's total time."""
-    from startrack.cli.demo import sample_path
+    from startrack.io import sample_path
 
     frame, cam = str(sample_path("sample_frame.fits")), str(sample_path("sample_camera.toml"))
     with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryDirectory() as out:

@@ -32,8 +32,18 @@ import numpy as np
 from astropy.table import Table
 
 import startrack as st
-from startrack.microscope import (atca, crlb_1d, ephasor, fluoro_bancroft, gauss_lsq, gauss_mle, mle_1d, phasor,
-                                  phasor_2d, simulate_signals)
+from startrack.microscope import (
+    atca,
+    crlb_1d,
+    ephasor,
+    fluoro_bancroft,
+    gauss_lsq,
+    gauss_mle,
+    mle_1d,
+    phasor,
+    phasor_2d,
+    simulate_signals,
+)
 from startrack.microscope.spots import simulate_rois
 
 HERE = Path(__file__).resolve().parent
@@ -54,7 +64,7 @@ def cpu_rates(fns, repeats=3):
     """
     threads = nb.get_num_threads()
     nb.set_num_threads(1)
-    best = {name: math.inf for name in fns}
+    best = dict.fromkeys(fns, math.inf)
     try:
         for fn, _ in fns.values():
             fn()  # compile / warm caches
@@ -150,8 +160,9 @@ def line_speed(n256, n3648):
         sig = simulate_signals(n, length, x, sigma, 10000, 2000, read_noise=READ_NOISE, seed=length)
         u16 = np.clip(sig, 0, 65535).astype(np.uint16)
         m = min(n, 4000)
-        rates = cpu_rates({"u16": (lambda: ephasor(u16), n), "f64": (lambda: ephasor(sig), n),
-                           "mle": (lambda: mle_1d(sig[:m], sigma, sensor=LINE_SENSOR), m)}, repeats=7)
+        rates = cpu_rates({"u16": (lambda u16=u16: ephasor(u16), n), "f64": (lambda sig=sig: ephasor(sig), n),
+                           "mle": (lambda sig=sig, m=m, sigma=sigma: mle_1d(sig[:m], sigma, sensor=LINE_SENSOR), m)},
+                          repeats=7)
         out[f"ephasor_u16_{length}"] = rates["u16"]
         out[f"ephasor_f64_{length}"] = rates["f64"]
         out[f"mle_{length}"] = rates["mle"]
@@ -184,7 +195,8 @@ def bancroft_section(n, bg=100.0, sigma=2.0, size=16):
                      "plain": plain, "plain_ok": plain_ok, "phasor2d": ph, "mle": mle,
                      "ratio_bancroft": fb / lsq, "ratio_plain": plain / lsq})
     tab = Table(rows=rows)
-    rois, _ = simulate_rois(max(n // 2, 200), size, sigma, snr_amplitude(9.0, bg) * 2 * math.pi * sigma ** 2, bg, seed=9)
+    rois, _ = simulate_rois(max(n // 2, 200), size, sigma, snr_amplitude(9.0, bg) * 2 * math.pi * sigma ** 2, bg,
+                            seed=9)
     m = len(rois)
     speed = cpu_rates({"lsq": (lambda: gauss_lsq(rois, sigma, bg), m),
                        "lsq_2point": (lambda: gauss_lsq(rois, sigma, bg, jac="2-point"), m),

@@ -37,14 +37,13 @@ from pathlib import Path
 import numpy as np
 from astropy.time import Time
 
-from startrack import GaussianPSF, Sensor
+from startrack import GaussianPSF, Sensor, measure_stars
 from startrack.sky.attitude import ARCSEC, Attitude
 from startrack.sky.camera import Camera
 from startrack.sky.catalog import load_catalog
-from startrack.sky.pipeline import measure_stars
+from startrack.sky.simulate import random_attitude, sky_frame
 from startrack.sky.starid import StarIdentifier, build_database, field_ladder
 from startrack.sky.starid import kernels as K
-from startrack.sky.simulate import random_attitude, sky_frame
 
 CAMERAS = {
     "12deg": {"focal_length_mm": 25.0, "pixel_pitch_um": 5.3, "width": 1024, "height": 1024},
@@ -165,11 +164,10 @@ def where_time_goes(ident, fr, n=100):
               "tracking again, same epoch (warm caches)": [],
               "identify_frame kernel (LIS + refine)": [], "lost_in_space kernel": [],
               "refine kernel (96 brightest, then every star)": []}
-    db = ident.database
     for k in range(min(n, len(fr["start"]) - 1)):
         x, y, xe, ye, fl = frame(fr, k)
         t = frame_time(fr, k)
-        vec = ident.catalog_vectors(t)
+        ident.catalog_vectors(t)
         sol = ident.identify(x, y, sigma=(xe, ye), flux=fl, time=t)
         stages["identify() total"].append(sol.time_ms)
         stages["identify() again, same epoch (warm caches)"].append(
@@ -183,24 +181,19 @@ def where_time_goes(ident, fr, n=100):
         rot = np.empty((3, 3))
         match = np.empty(m, np.int64)
         res = np.empty(m)
-        args = (dx, dy, w, cam.focal_length_px, ident.f_list, ident.f_min, ident.f_max, ident.fit_focal,
-                ident.n_query, db.eps, db.bins, db.slot_start, db.stars, db.ratios, db.largest, db.max_pattern, vec,
-                *ident._grid, ident._limit, ident.bounds, ident.match_radius, ident.n_verify, ident.log_threshold,
-                ident.max_candidates, False, ident._eye, ident.track_radius, rot, match, res, ident._scratch)
+        args = (dx, dy, w, cam.focal_length_px, False, ident._eye, ident._patterns, ident._sky, ident._settings,
+                rot, match, res, ident._scratch)
         t1 = time.perf_counter_ns()
         status = K.identify_frame(*args)[0]
         stages["identify_frame kernel (LIS + refine)"].append((time.perf_counter_ns() - t1) / 1e6)
         t1 = time.perf_counter_ns()
-        K.lost_in_space(dx, dy, m, ident.f_list, ident.f_min, ident.f_max, ident.n_query, db.eps, db.bins,
-                        db.slot_start, db.stars, db.ratios, db.largest, db.max_pattern, vec, *ident._grid,
-                        ident._limit, ident.bounds, ident.match_radius, ident.n_verify, 2 * ident.n_verify,
-                        ident.log_threshold, ident.max_candidates, 0, rot, ident._scratch)
+        K.lost_in_space(dx, dy, m, ident._patterns, ident._sky, ident._settings, 2 * ident.n_verify, 0, rot,
+                        ident._scratch)
         stages["lost_in_space kernel"].append((time.perf_counter_ns() - t1) / 1e6)
         if status == 1:
             t1 = time.perf_counter_ns()
-            K.refine(rot, cam.focal_length_px, dx, dy, w, m, vec, *ident._grid, ident._limit, ident.bounds,
-                     ident.match_radius, 1.0, ident.fit_focal, 6, max(2 * m, 200), match, res, ident._scratch,
-                     K.REFINE_BRIGHT)
+            K.refine(rot, cam.focal_length_px, dx, dy, w, m, ident._sky, ident.bounds, ident.match_radius, 1.0,
+                     ident.fit_focal, 6, max(2 * m, 200), match, res, ident._scratch, K.REFINE_BRIGHT)
             stages["refine kernel (96 brightest, then every star)"].append((time.perf_counter_ns() - t1) / 1e6)
     return {k: float(np.median(v)) for k, v in stages.items() if v}
 

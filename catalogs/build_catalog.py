@@ -43,7 +43,7 @@ def parse_hip2(path, mag_limit):
     with open(path) as fh:
         lines = [ln for ln in fh.read().splitlines() if ln.strip()]
     hp = np.array([float(ln[129:136]) for ln in lines])
-    keep = [ln for ln, m in zip(lines, hp) if m <= mag_limit]
+    keep = [ln for ln, m in zip(lines, hp, strict=True) if m <= mag_limit]
     out = {}
     for name, (a, b, dtype) in COLUMNS.items():
         out[name] = np.array([ln[a - 1:b] for ln in keep], dtype=float).astype(dtype)

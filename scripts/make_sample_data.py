@@ -13,10 +13,10 @@ import numpy as np
 from astropy.io import fits
 
 from startrack import GaussianPSF, Sensor
+from startrack.io import write_table
 from startrack.sky.attitude import Attitude
 from startrack.sky.camera import Camera
 from startrack.sky.catalog import load_catalog
-from startrack.io import write_table
 from startrack.sky.simulate import sky_frame
 
 DATA = Path(__file__).resolve().parents[1] / "startrack" / "data"

@@ -16,23 +16,24 @@ _os.environ.setdefault("KMP_BLOCKTIME", "0")
 
 __version__ = "0.1.0"
 
-from . import _cache  # noqa: E402  (before any kernel is defined: it sets where they are cached)
+from . import _cache  # before any kernel is defined: it sets where they are cached
 
 _cache.configure_numba(__version__)
 
-import importlib as _importlib  # noqa: E402
+import importlib as _importlib
 
-from . import _aliases  # noqa: E402
+from . import _aliases
 
 _aliases.install()
 
 from . import crlb, evaluate, simulate
-from .sky.camera import Camera
 from .detect import centroid, detect
 from .flags import FLAGS, decode_flags
 from .localize import localize
+from .measure import measure_stars
 from .psf import EPSF, GaussianMixturePSF, GaussianPSF, PixelEPSF, PSFModel, parse_psf
 from .sensor import Sensor
+from .sky.camera import Camera
 
 # Loaded on first use: they pull in scipy.ndimage, .interpolate and .optimize, a third of
 # a second that every `startrack localize` run would otherwise pay before its first fit.
@@ -52,5 +53,5 @@ def __dir__():
     return sorted(set(globals()) | set(_LAZY))
 
 __all__ = ["Sensor", "Camera", "GaussianPSF", "GaussianMixturePSF", "EPSF", "PixelEPSF", "PSFModel", "parse_psf",
-           "detect", "centroid", "localize", "build_epsf", "FLAGS", "decode_flags", "crlb", "design", "epsf",
-           "simulate", "evaluate", "__version__"]
+           "detect", "centroid", "localize", "measure_stars", "build_epsf", "FLAGS", "decode_flags", "crlb", "design",
+           "epsf", "simulate", "evaluate", "__version__"]

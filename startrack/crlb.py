@@ -14,7 +14,6 @@ a practical fitter can reach.
 
 from __future__ import annotations
 
-
 import numba as nb
 import numpy as np
 from astropy.table import Table

@@ -237,7 +237,8 @@ def design(psf, photons, dark_var, *, gain=1.0, background=0.0, wavelength_nm=No
         diffraction = dict(limit=dl, r_min=r_min, pl_optimum=pl_opt)
     curve = pl_versus_radius(radii, photons, dark_var, background=background, n=n)
     if diffraction:
-        diffraction["pl_best"] = float(curve["pl_best"][np.argmin(np.abs(curve["radius"] - round(diffraction["r_min"], 4)))])
+        at = np.argmin(np.abs(curve["radius"] - round(diffraction["r_min"], 4)))
+        diffraction["pl_best"] = float(curve["pl_best"][at])
     d = Design(pmap=pmap, regions=regions, curve=curve, radius=radius, diffraction=diffraction)
     d.verdict = _verdict(d, model, photons, dark_var, gain, background)
     return d

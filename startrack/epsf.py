@@ -28,13 +28,13 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from ._kernels import bspline_weights
 from .detect import centroid
-from .validate import as_float, as_image, as_int, as_mask, as_positions, one_of
 from .flags import BAD_FIT
 from .localize import localize
-from ._kernels import bspline_weights
 from .psf import EPSF, roi_origin
 from .sensor import Sensor, as_sensor
+from .validate import as_float, as_image, as_int, as_mask, as_positions, one_of
 
 __all__ = ["EPSF", "build_epsf", "match_stars"]
 
@@ -304,7 +304,7 @@ def _frame_masks(mask, frames):
         mask = [mask] * len(frames)
     if len(mask) != len(frames):
         raise ValueError(f"mask must be one 2-D array or one per frame, got {len(mask)} for {len(frames)} frames")
-    return [as_mask(m, f.shape, f"mask[{i}]") for i, (m, f) in enumerate(zip(mask, frames))]
+    return [as_mask(m, f.shape, f"mask[{i}]") for i, (m, f) in enumerate(zip(mask, frames, strict=True))]
 
 
 def _cut_stamps(frames, positions, masks, sensor, roi, isolation):
@@ -323,7 +323,7 @@ def _cut_stamps(frames, positions, masks, sensor, roi, isolation):
     sat = np.inf if sensor.saturation is None else sensor.saturation
     yy, xx = np.mgrid[0:size, 0:size]
     core = (slice(hw - 1, hw + 2), slice(hw - 1, hw + 2))
-    for f, (img, pos, msk) in enumerate(zip(frames, positions, masks)):
+    for f, (img, pos, msk) in enumerate(zip(frames, positions, masks, strict=True)):
         h, w = img.shape
         bad = ~np.isfinite(img) | (img >= sat)
         if msk is not None:
@@ -458,7 +458,7 @@ def match_stars(positions, *, radius=1.0, max_stars=100):
             key = np.floor(d / radius).astype(np.int64)
             uniq, cnt = np.unique(key, axis=0, return_counts=True)
             # A shift near a cell edge splits its votes: count each cell with its neighbours.
-            votes = {tuple(k): c for k, c in zip(uniq, cnt)}
+            votes = {tuple(k): c for k, c in zip(uniq, cnt, strict=True)}
             score = [sum(votes.get((k[0] + a, k[1] + b), 0) for a in (-1, 0, 1) for b in (-1, 0, 1)) for k in uniq]
             guess = (uniq[int(np.argmax(score))] + 0.5) * radius
             near = np.all(np.abs(d - guess) <= 1.5 * radius, axis=1)
@@ -709,7 +709,7 @@ def _iterate(stamps, given, corner, ids, groups, sensor, st):
         new = np.full_like(xy, np.nan)
         err = np.full(len(xy), np.nan)
         good = np.zeros(len(xy), bool)
-        for g, model, total in zip(groups, models, fluxes):
+        for g, model, total in zip(groups, models, fluxes, strict=True):
             if model is None:
                 continue
             with warnings.catch_warnings():

@@ -11,8 +11,8 @@ import numpy as np
 from astropy.table import Table
 
 from .crlb import precision_limit
-from .likelihood import param_names
 from .detect import centroid
+from .likelihood import param_names
 from .localize import localize
 from .psf import PSFModel
 from .sensor import Sensor

@@ -1,20 +1,23 @@
 """Reading frames and writing tables.
 
 Frames: FITS (astropy), TIFF (tifffile when installed, else OpenCV), PNG and
-JPEG (OpenCV; colour is converted to luminance) and NPY. Tables: ECSV by
-default, FITS, CSV or Parquet by extension.
+JPEG (OpenCV; colour is converted to luminance) and NPY. Arrays of any
+dimension (stacks, line-sensor readouts): NPY and multi-page TIFF. Tables:
+ECSV by default, FITS, CSV or Parquet by extension.
 """
 
 from __future__ import annotations
 
 import warnings
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
-__all__ = ["read_frame", "read_frames", "write_table", "read_table", "FRAME_SUFFIXES"]
+__all__ = ["read_frame", "read_frames", "read_array", "write_array", "read_signals", "write_table", "read_table",
+           "sample_path", "FRAME_SUFFIXES"]
 
 FRAME_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fz", ".tif", ".tiff", ".png", ".jpg", ".jpeg", ".npy")
 
@@ -58,13 +61,12 @@ def read_frame(path):
         if suf in (".fits", ".fit", ".fts", ".fits.gz", ".fz", ".fits.fz"):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # a corrupt header becomes the one-line error below
-                hdul = fits.open(path, memmap=False)
-                hdu = next((h for h in hdul if h.data is not None and getattr(h.data, "ndim", 0) >= 2), None)
-                if hdu is None:
-                    raise ValueError("no image data in any HDU")
-                data = np.asarray(hdu.data)
-                meta["header"] = hdu.header.copy()
-                hdul.close()
+                with fits.open(path, memmap=False) as hdul:
+                    hdu = next((h for h in hdul if h.data is not None and getattr(h.data, "ndim", 0) >= 2), None)
+                    if hdu is None:
+                        raise ValueError("no image data in any HDU")
+                    data = np.asarray(hdu.data)
+                    meta["header"] = hdu.header.copy()
         elif suf == ".npy":
             data = np.load(path, allow_pickle=False)
         elif suf in (".tif", ".tiff"):
@@ -105,15 +107,94 @@ def _read_cv2(path):
     return data
 
 
-def _read_tiff(path):
+def _read_tiff(path, pages=False):
+    """A TIFF's first image (a frame), or with ``pages`` all its pages stacked."""
     try:
         import tifffile
     except ImportError:
-        return _read_cv2(path)
+        if not pages:
+            return _read_cv2(path)
+        import cv2
+
+        ok, images = cv2.imreadmulti(str(path), flags=cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH)
+        if not ok:
+            raise ValueError("not a readable TIFF") from None
+        return np.stack(images)
     data = tifffile.imread(path)
-    if data.ndim == 3 and data.shape[0] == 1:
+    if not pages and data.ndim == 3 and data.shape[0] == 1:
         data = data[0]
     return data
+
+
+def read_array(path, *, mmap=False, what="array"):
+    """An array of any dimension from an NPY file or a (multi-page) TIFF, as stored.
+
+    Parameters
+    ----------
+    path : str or Path
+    mmap : bool
+        Memory-map an NPY file instead of reading it (for files larger than memory).
+    what : str
+        What the array is, for the error messages ("stack", "signals" ...).
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        With a one-line message naming the file when it is missing, of
+        another format, corrupt or not numeric.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    suf = _suffix(path)
+    if suf not in (".npy", ".tif", ".tiff"):
+        raise ValueError(f"{path}: unknown {what} format {suf!r}; use .npy or .tif")
+    try:
+        if suf == ".npy":
+            data = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        else:
+            data = _read_tiff(path, pages=True)
+    except (ValueError, OSError, EOFError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"{path}: cannot read {what} ({msg})") from None
+    if not np.issubdtype(data.dtype, np.number) or np.iscomplexobj(data):
+        raise ValueError(f"{path}: the {what} is not an array of real numbers (dtype {data.dtype})")
+    return data
+
+
+def write_array(path, data):
+    """Write an array as ``.npy`` or ``.tif`` (tifffile), creating the folder."""
+    path = Path(path)
+    suf = path.suffix.lower()
+    if suf not in (".npy", ".tif", ".tiff"):
+        raise ValueError(f"{path}: unknown array format {path.suffix!r}; use .npy or .tif")
+    if suf != ".npy":
+        try:
+            import tifffile
+        except ImportError:
+            raise ValueError("writing a TIFF needs tifffile: pip install tifffile (or use .npy)") from None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if suf == ".npy":
+        np.save(path, data)
+    else:
+        tifffile.imwrite(path, data)
+
+
+def read_signals(path):
+    """Line-sensor readouts as a 2-D array, one readout per row.
+
+    An NPY file is memory-mapped (readouts of a long run may not fit in
+    memory) and read as stored; a 1-D array is one readout. Any frame
+    format of :func:`read_frame` (FITS, TIFF, PNG ...) is an image whose
+    rows are readouts.
+    """
+    path = Path(path)
+    if _suffix(path) != ".npy":
+        return read_frame(path)[0]
+    data = read_array(path, mmap=True, what="signals")
+    if data.ndim not in (1, 2):
+        raise ValueError(f"{path}: expected one readout per row (2-D) or one readout (1-D), got shape {data.shape}")
+    return data.reshape(1, -1) if data.ndim == 1 else data
 
 
 def read_frames(paths):
@@ -161,4 +242,19 @@ def read_table(path) -> Table:
     try:
         return Table.read(path, format=fmt) if fmt else Table.read(path)
     except Exception as exc:  # astropy raises many types for a malformed table
-        raise ValueError(f"{path}: cannot read table ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"{path}: cannot read table ({msg})") from None
+
+
+def sample_path(name: str) -> Path:
+    """Path of a file shipped in ``startrack/data`` (the sample frame, its truth and camera, the axial models).
+
+    Examples
+    --------
+    >>> sample_path("sample_camera.toml").name
+    'sample_camera.toml'
+    """
+    path = Path(str(resources.files("startrack") / "data" / name))
+    if not path.is_file():
+        raise FileNotFoundError(f"{name}: no such file in startrack/data")
+    return path

@@ -40,7 +40,7 @@ def param_mask(params, name="params") -> np.ndarray:
 def param_names(params):
     """The parameter names selected by ``params`` (validated), in canonical order."""
     mask = param_mask(params)
-    return tuple(p for p, m in zip(PARAMS, mask) if m)
+    return tuple(p for p, m in zip(PARAMS, mask, strict=True) if m)
 
 
 @nb.njit(cache=True, fastmath=VECTOR_MATH, error_model="numpy")

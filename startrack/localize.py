@@ -23,11 +23,23 @@ import numpy as np
 from astropy import units as u
 from astropy.table import Table
 
-from .likelihood import PARAMS, accumulate, param_mask
 from ._kernels import median_inplace
-from .flags import (BAD_MODEL, BAD_START, BELOW_OFFSET, CONVERGED, EDGE, FLAGS, ITERATION_LIMIT, MASKED, MOVED,
-                    NO_FIT, NOT_CONVERGED, SATURATED)
 from .detect import cg_window
+from .flags import (
+    BAD_MODEL,
+    BAD_START,
+    BELOW_OFFSET,
+    CONVERGED,
+    EDGE,
+    FLAGS,
+    ITERATION_LIMIT,
+    MASKED,
+    MOVED,
+    NO_FIT,
+    NOT_CONVERGED,
+    SATURATED,
+)
+from .likelihood import PARAMS, accumulate, param_mask
 from .psf import PSFModel, origin, render_one, work_shape
 from .sensor import Sensor, as_sensor
 from .validate import as_int, as_mask, as_positions, as_stamps, one_of, roi_shape
@@ -537,7 +549,7 @@ def _table(theta, var, start_xy, loglike, iters, status, flags, model, sensor, f
     t = Table([c for c, _ in columns.values()], names=list(columns),
               units={name: unit for name, (_, unit) in columns.items() if unit is not None})
     t.meta["psf"] = getattr(model, "spec", repr(model))
-    t.meta["fit"] = [p for p, m in zip(PARAMS, param_mask(fit)) if m]
+    t.meta["fit"] = [p for p, m in zip(PARAMS, param_mask(fit), strict=True) if m]
     t.meta["roi"] = roi
     t.meta["crlb"] = "sqrt of the CRLB of the fitted parameters, evaluated at the estimate"
     t.meta["flags"] = dict(FLAGS)

@@ -648,7 +648,7 @@ class EPSF(PSFModel):
         self.path = str(path)
 
     @classmethod
-    def load(cls, path) -> "EPSF":
+    def load(cls, path) -> EPSF:
         """Read an ePSF written by :meth:`save`."""
         from astropy.io import fits
 
@@ -797,7 +797,7 @@ class PixelEPSF(PSFModel):
     def default_roi(self) -> int:
         return 5
 
-    def shifted(self, columns, rows) -> "PixelEPSF":
+    def shifted(self, columns, rows) -> PixelEPSF:
         """The same model in a frame whose origin is ``columns``, ``rows`` px to the left and up.
 
         For a model built on a crop at (col0, row0) of a full frame,
@@ -838,7 +838,7 @@ class PixelEPSF(PSFModel):
         self.path = str(path)
 
     @classmethod
-    def load(cls, path) -> "PixelEPSF":
+    def load(cls, path) -> PixelEPSF:
         """Read a file written by :meth:`save`."""
         from astropy.io import fits
 

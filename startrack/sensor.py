@@ -107,7 +107,7 @@ class Sensor:
 
     # -- I/O ---------------------------------------------------------------
     @classmethod
-    def from_toml(cls, path) -> "Sensor":
+    def from_toml(cls, path) -> Sensor:
         """Load the ``[sensor]`` table of a camera TOML file.
 
         Keys: ``gain`` (DN/e-, required), ``offset`` (DN), ``dark_var`` (e-^2),
@@ -119,7 +119,7 @@ class Sensor:
         return cls.from_dict(data["sensor"], source=str(path))
 
     @classmethod
-    def from_dict(cls, table: dict, source: str = "sensor table") -> "Sensor":
+    def from_dict(cls, table: dict, source: str = "sensor table") -> Sensor:
         known = {"gain", "offset", "dark_var", "read_noise", "saturation"}
         unknown = set(table) - known
         if unknown:
@@ -138,7 +138,8 @@ class Sensor:
 
 
 def as_sensor(sensor, name="sensor") -> Sensor:
-    """``sensor`` if it is a :class:`Sensor`; None means a frame in photo-electrons (gain 1, no offset or dark noise)."""
+    """``sensor`` if it is a :class:`Sensor`; None means a frame in photo-electrons (gain 1, no offset or dark
+    noise)."""
     if sensor is None:
         return Sensor(gain=1.0)
     if not isinstance(sensor, Sensor):

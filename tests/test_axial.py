@@ -199,3 +199,34 @@ def test_falls_back_to_opencv_without_onnxruntime(monkeypatch):
     assert _rmse_nm(loc.predict(pairs), z) < 60
     with pytest.raises(ValueError, match="onnxruntime is not installed"):
         AxialLocalizer.load(backend="onnxruntime")
+
+
+def test_read_stack_layouts_and_read_z(tmp_path):
+    from astropy.table import Table
+
+    from startrack.io import write_table
+
+    pairs = np.arange(3 * 2 * 4 * 5, dtype=np.float32).reshape(3, 2, 4, 5)
+    np.save(tmp_path / "first.npy", pairs)
+    np.save(tmp_path / "last.npy", np.moveaxis(pairs, 1, -1))
+    np.save(tmp_path / "pages.npy", pairs.reshape(6, 4, 5))  # a z-stack whose pages alternate the planes
+    for name in ("first", "last", "pages"):
+        np.testing.assert_array_equal(axial.read_stack(tmp_path / f"{name}.npy"), pairs)
+    pytest.importorskip("tifffile")
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "pages.tif", pairs.reshape(6, 4, 5))
+    np.testing.assert_array_equal(axial.read_stack(tmp_path / "pages.tif"), pairs)
+    z = np.array([-0.5, 0.0, 0.5])
+    write_table(Table({"z_um": z}), tmp_path / "z.ecsv")
+    np.save(tmp_path / "z.npy", z)
+    np.savetxt(tmp_path / "z.txt", z)
+    for name in ("z.ecsv", "z.npy", "z.txt"):
+        np.testing.assert_array_equal(axial.read_z(tmp_path / name, 3), z)
+    with pytest.raises(ValueError, match="3 z values for 4 pairs"):
+        axial.read_z(tmp_path / "z.npy", 4)
+    write_table(Table({"depth": z}), tmp_path / "bad.ecsv")
+    with pytest.raises(ValueError, match="no z_um column"):
+        axial.read_z(tmp_path / "bad.ecsv")
+    with pytest.raises(ValueError, match="unknown stack format"):
+        axial.read_stack(tmp_path / "z.txt")

@@ -4,8 +4,8 @@ from astropy.table import Table
 
 from startrack.calibration.intrinsics import fit_intrinsics, turntable_directions
 from startrack.calibration.synthetic import simulate_intrinsics
-from startrack.sky.camera import Camera
 from startrack.cli import main
+from startrack.sky.camera import Camera
 
 NOMINAL = Camera(width=1024, height=1024, focal_length_px=25000.0 / 5.3, pixel_pitch_um=5.3)
 

@@ -5,8 +5,14 @@ from astropy.table import Table
 import startrack as st
 from startrack.calibration.dataset import write_frames
 from startrack.calibration.synthetic import simulate_turntable
-from startrack.calibration.turntable import (calibrate_turntable, evaluate_turntable, fit_alignment, read_turntable,
-                                             scan_offsets, shared_epsf)
+from startrack.calibration.turntable import (
+    calibrate_turntable,
+    evaluate_turntable,
+    fit_alignment,
+    read_turntable,
+    scan_offsets,
+    shared_epsf,
+)
 from startrack.cli import main
 from startrack.psf import PixelEPSF
 

@@ -84,14 +84,15 @@ def test_from_fov_and_focal_change():
 
 
 def test_sample_camera_toml_and_round_trip(tmp_path):
-    from startrack.cli.demo import sample_path
+    from startrack.io import sample_path
 
     cam = Camera.from_toml(sample_path("sample_camera.toml"))
     assert cam.focal_length_px == pytest.approx(25.0 / 5.3e-3)
-    cam2 = Camera(640, 480, 900.0, principal_point=(320.2, 240.7), distortion=DIST, pixel_pitch_um=3.45)
     p = tmp_path / "c.toml"
-    p.write_text(cam2.to_toml())
-    assert Camera.from_toml(p) == cam2
+    for cam2 in (Camera(640, 480, 900.0, principal_point=(320.2, 240.7), distortion=DIST, pixel_pitch_um=3.45),
+                 Camera(1024, 768, 1000.0 * 25.0 / 5.3, pixel_pitch_um=5.3), Camera(100, 50, 321.5)):
+        p.write_text(cam2.to_toml())
+        assert Camera.from_toml(p) == cam2
 
 
 @pytest.mark.parametrize("table, match", [

@@ -104,4 +104,5 @@ def test_radec_vector_round_trip():
 
     v = radec_to_vector([0.1, 6.0], [-1.2, 0.3])
     ra, dec = vector_to_radec(v)
-    np.testing.assert_allclose(ra, [0.1, 6.0]) and np.testing.assert_allclose(dec, [-1.2, 0.3])
+    np.testing.assert_allclose(ra, [0.1, 6.0])
+    np.testing.assert_allclose(dec, [-1.2, 0.3])

@@ -64,7 +64,7 @@ def test_boundary_optimum_stops_holding_for_wide_psfs():
 def test_boundary_optimum_values():
     assert boundary_optimum(0.2, 1500) == pytest.approx(0.2 * np.sqrt(np.pi / 3000))
     assert boundary_optimum(0.2, 1500, 25) == pytest.approx(0.2 / 1500 * np.sqrt(np.pi * 1550 / 2))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="radius"):
         boundary_optimum(-0.1, 1500)
 
 

@@ -7,8 +7,8 @@ from scipy.special import ndtr
 
 import startrack as st
 from startrack.epsf import build_epsf, match_stars
-from startrack.psf import EPSF
 from startrack.evaluate import position_errors
+from startrack.psf import EPSF
 from startrack.simulate import dithered_frames, spot_grid
 
 SENSOR = st.Sensor(gain=0.2, offset=37.0, dark_var=25.0)
@@ -102,7 +102,7 @@ def test_save_load_round_trip(tmp_path):
     with pytest.raises(ValueError, match="not an ePSF"):
         EPSF.load(tmp_path / "plain.fits")
     (tmp_path / "junk.fits").write_bytes(b"SIMPLE  = T\ngarbage")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="junk.fits"):
         EPSF.load(tmp_path / "junk.fits")
     with pytest.raises(ValueError, match="odd"):
         EPSF(np.ones((4, 5)), 4)
@@ -168,13 +168,13 @@ def test_per_star_mode_keeps_each_stars_flux():
     sky = np.array([[20.0, 20.0], [50.0, 30.0]])
     fluxes = np.array([4000.0, 9000.0])
     frames, truth = [], []
-    for f in range(40):
+    for _ in range(40):
         xy = sky + rng.uniform(-2, 2, 2)
         frames.append(st.simulate.simulate_frame((50, 70), xy[:, 0], xy[:, 1], fluxes, TRUTH, SENSOR, seed=rng))
         truth.append(xy)
     models = build_epsf(frames, [np.round(t) for t in truth], SENSOR, per_star=True, tie="shift")
     assert len(models) == 2
-    for m, f in zip(models, fluxes):
+    for m, f in zip(models, fluxes, strict=True):
         assert m.flux == pytest.approx(f, rel=0.01)
         assert m.meta["n_stars"] == 40 and m.data.sum() == pytest.approx(16.0)
     # A per-star ePSF localises with its flux held.

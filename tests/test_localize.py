@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from hypothesis import given, settings, HealthCheck
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
 from hypothesis.extra.numpy import arrays
 
@@ -24,8 +24,8 @@ def test_recovers_a_star(sensor):
     assert r["flux"] == pytest.approx(5000, rel=0.1)
     assert r["background"] == pytest.approx(10, abs=10)
     assert 1 <= r["iterations"] <= 10
-    assert set(["x", "y", "flux", "background", "x_err", "y_err", "loglike", "iterations", "converged",
-                "flags"]) <= set(t.colnames)
+    assert {"x", "y", "flux", "background", "x_err", "y_err", "loglike", "iterations", "converged",
+            "flags"} <= set(t.colnames)
 
 
 def test_table_positions_and_fixed_parameters(sensor):

@@ -9,8 +9,21 @@ from scipy.special import erf
 
 import startrack as st
 from startrack.cli import main
-from startrack.microscope import (PHASOR_FLAGS, atca, crlb_1d, ephasor, fluoro_bancroft, gauss_lsq, gauss_mle,
-                                  mle_1d, phasor, phasor_2d, simulate_signals, step_precision, track1d)
+from startrack.microscope import (
+    PHASOR_FLAGS,
+    atca,
+    crlb_1d,
+    ephasor,
+    fluoro_bancroft,
+    gauss_lsq,
+    gauss_mle,
+    mle_1d,
+    phasor,
+    phasor_2d,
+    simulate_signals,
+    step_precision,
+    track1d,
+)
 from startrack.microscope.spots import cut_rois, localize_spots, simulate_rois
 from startrack.microscope.track import line_psf
 

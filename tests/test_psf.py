@@ -26,8 +26,10 @@ def test_gaussian_matches_erf_reference(sx, sy, rng):
         ref = _reference(x[k], y[k], sx, sy, 0, 0, 9, 8)
         assert np.allclose(val[k], ref, atol=1e-15, rtol=1e-12)
         h = 1e-6
-        num_dx = (_reference(x[k] + h, y[k], sx, sy, 0, 0, 9, 8) - _reference(x[k] - h, y[k], sx, sy, 0, 0, 9, 8)) / (2 * h)
-        num_dy = (_reference(x[k], y[k] + h, sx, sy, 0, 0, 9, 8) - _reference(x[k], y[k] - h, sx, sy, 0, 0, 9, 8)) / (2 * h)
+        num_dx = (_reference(x[k] + h, y[k], sx, sy, 0, 0, 9, 8)
+                  - _reference(x[k] - h, y[k], sx, sy, 0, 0, 9, 8)) / (2 * h)
+        num_dy = (_reference(x[k], y[k] + h, sx, sy, 0, 0, 9, 8)
+                  - _reference(x[k], y[k] - h, sx, sy, 0, 0, 9, 8)) / (2 * h)
         assert np.allclose(ddx[k], num_dx, atol=1e-7)
         assert np.allclose(ddy[k], num_dy, atol=1e-7)
 
@@ -69,8 +71,9 @@ def test_parse_psf():
     m = parse_psf("gaussian:0.3,0.5")
     assert (m.sigma_x, m.sigma_y) == (0.3, 0.5)
     assert parse_psf(m.spec).spec == m.spec
-    for bad in ["gauss", "gaussian:abc", "airy:1", "gaussian:1,2,3"]:
-        with pytest.raises(ValueError):
+    for bad, match in [("gauss", "look like"), ("gaussian:abc", "number"), ("airy:1", "unknown PSF"),
+                       ("gaussian:1,2,3", "SIGMA or SX,SY")]:
+        with pytest.raises(ValueError, match=match):
             parse_psf(bad)
 
 

@@ -7,7 +7,7 @@ from astropy.table import Table
 from astropy.wcs import WCS
 
 from startrack.cli import main
-from startrack.cli.demo import sample_path
+from startrack.io import sample_path
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,8 @@ def test_solve_frames_with_bad_input(frames, tmp_path, capsys):
     assert list(t.colnames) == ["file", "status", "reason", "ra_deg", "dec_deg", "roll_deg", "qx", "qy", "qz", "qw",
                                 "fov_deg", "focal_length_px", "n_detected", "n_matched", "rms_arcsec",
                                 "sigma_cross_arcsec", "sigma_roll_arcsec", "p_false", "time_ms"]
-    status = dict(zip([r.split("/")[-1] for r in t["file"]], zip(t["status"], t["reason"])))
+    status = dict(zip([r.split("/")[-1] for r in t["file"]], zip(t["status"], t["reason"], strict=True),
+                      strict=True))
     assert status["sample_frame.fits"][0] == "solved"
     assert status["two_stars.npy"] == ("no-solution", status["two_stars.npy"][1])
     assert "at least 3" in status["two_stars.npy"][1]
@@ -105,8 +106,8 @@ def test_camera_or_fov_range_required(capsys):
 def test_unknown_sensor_noise_from_image():
     """Without a [sensor] table the noise comes from the frame, and the sample frame still solves."""
     from startrack import GaussianPSF
-    from startrack.sky.camera import Camera
     from startrack.io import read_frame
+    from startrack.sky.camera import Camera
     from startrack.sky.pipeline import estimate_sensor, solve_frame
     from startrack.sky.starid import StarIdentifier
 

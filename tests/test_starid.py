@@ -9,8 +9,8 @@ from astropy.time import Time
 from startrack.sky.attitude import ARCSEC, Attitude
 from startrack.sky.camera import Camera
 from startrack.sky.catalog import load_catalog
-from startrack.sky.starid import StarIdentifier, build_database, load_database
 from startrack.sky.simulate import ZERO_POINT, project_stars, random_attitude
+from startrack.sky.starid import StarIdentifier, build_database, load_database
 
 T = Time("2026-11-25T22:00:00")
 CAM = Camera(800, 600, 1400.0)  # 31.9 x 24.2 deg: a few bright stars suffice, the database stays small

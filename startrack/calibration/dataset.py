@@ -180,7 +180,7 @@ def write_frames(folder, frames, table, *, fmt="fits", prefix="frame"):
     with manifest.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["file", *cols])
-        for name, row in zip(names, table):
+        for name, row in zip(names, table, strict=True):
             w.writerow([name, *[_fmt(row[c]) for c in cols]])
     return manifest
 

@@ -210,7 +210,8 @@ def fit_intrinsics(azimuth_deg, elevation_deg, x, y, nominal: Camera, *, x_err=N
     rms = float(np.sqrt(np.mean(d**2)))
     res.meta.update(rms=rms, chi2_reduced=chi2, converged=bool(sol.success), n_points=len(xy))
     return Intrinsics(camera=camera_of(theta), mounting=Rotation.from_rotvec(theta[-3:]),
-                      params=dict(zip(names, map(float, values))), errors=dict(zip(names, map(float, errs))),
+                      params=dict(zip(names, map(float, values), strict=True)),
+                      errors=dict(zip(names, map(float, errs), strict=True)),
                       covariance=cov, residuals=res, rms=rms)
 
 

@@ -397,7 +397,7 @@ def measure_ptc(manifest, *, progress=None, **kwargs) -> PhotonTransfer:
         raise ValueError(f"{src}, line {bad[0] + 2}: kind must be 'dark' or 'flat', got {t['kind'][bad[0]]!r}")
     if np.any(np.asarray(t["exposure_s"]) < 0):
         raise ValueError(f"{src}: exposure_s must be >= 0")
-    keys = sorted(set(zip(kinds, np.asarray(t["exposure_s"], float))))
+    keys = sorted(set(zip(kinds, np.asarray(t["exposure_s"], float), strict=True)))
     for kind, exp in keys:
         n = int(np.sum((kinds == kind) & (np.asarray(t["exposure_s"]) == exp)))
         if n < 2:

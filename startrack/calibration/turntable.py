@@ -34,8 +34,8 @@ from scipy.special import ndtr
 from scipy.stats import trim_mean
 
 from ..crlb import precision_limit
-from ..likelihood import param_names
 from ..detect import centroid
+from ..likelihood import param_names
 from ..localize import localize
 from ..psf import PixelEPSF, roi_origin
 from ..sensor import Sensor

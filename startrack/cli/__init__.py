@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("startrack: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, OSError, KeyError) as exc:
+    except (ValueError, OSError) as exc:
         if args.debug:
             raise
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -9,8 +9,8 @@ import numpy as np
 from astropy import units as u
 from astropy.table import Table
 
-from ..io import read_table
-from .common import add_output, command_group, progress, pyplot, save, subcommand
+from ..io import write_array
+from .common import command, command_group, draw, progress, save
 
 HELP = """Axial (z) position of a particle from a pair of defocused images at two focal
 planes, by a small CNN run through ONNX (onnxruntime, else OpenCV's dnn).
@@ -75,12 +75,6 @@ def add_axial(sub):
                   (_add_simulate, _add_train, _add_evaluate, _add_predict), metavar="ACTION")
 
 
-def _parser(sub, name, help, description):
-    p = subcommand(sub, name, help, description)
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
-    return p
-
-
 def _add_optics(p):
     g = p.add_argument_group("optics and camera (default: the shipped models' optics)")
     g.add_argument("--mode", default="darkfield", choices=["darkfield", "fluorescence", "brightfield"],
@@ -122,95 +116,6 @@ def _load_model(args):
     return AxialLocalizer.load(args.model, backend=args.backend)
 
 
-# -- files ---------------------------------------------------------------------------------------------------
-
-def _read_stack(path, n_planes):
-    """A stack file as (n, planes, H, W); see HELP for the layouts."""
-    from ..microscope.axial import as_pairs
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    suf = path.suffix.lower()
-    try:
-        if suf == ".npy":
-            data = np.load(path, allow_pickle=False)
-        elif suf in (".tif", ".tiff"):
-            data = _read_tiff_stack(path)
-        else:
-            raise ValueError(f"unknown stack format {suf!r}; use .npy or .tif")
-    except (OSError, EOFError) as exc:
-        raise ValueError(f"{path}: cannot read stack ({str(exc).splitlines()[0]})") from None
-    except ValueError:
-        if suf != ".npy":
-            raise
-        raise ValueError(f"{path}: not a numeric NumPy .npy array") from None
-    if data.ndim == 3 and data.shape[0] % n_planes == 0 and data.shape[-1] != n_planes:
-        data = data.reshape(-1, n_planes, *data.shape[1:])  # pages alternate the planes
-    try:
-        pairs, _ = as_pairs(data, n_planes, name=str(path))
-    except ValueError as exc:
-        raise ValueError(str(exc)) from None
-    return pairs
-
-
-def _read_tiff_stack(path):
-    try:
-        import tifffile
-    except ImportError:
-        import cv2
-
-        ok, pages = cv2.imreadmulti(str(path), flags=cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH)
-        if not ok:
-            raise ValueError(f"{path}: not a readable TIFF stack") from None
-        return np.stack(pages)
-    return tifffile.imread(path)
-
-
-def _write_stack(path, pairs):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix.lower() == ".npy":
-        np.save(path, pairs)
-    elif path.suffix.lower() in (".tif", ".tiff"):
-        try:
-            import tifffile
-        except ImportError:
-            raise ValueError("writing a TIFF stack needs tifffile: pip install tifffile (or use .npy)") from None
-        tifffile.imwrite(path, pairs)
-    else:
-        raise ValueError(f"{path}: unknown stack format {path.suffix!r}; use .npy or .tif")
-
-
-def _read_z(path, n):
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    suf = path.suffix.lower()
-    if suf in (".ecsv", ".csv", ".fits", ".parquet"):
-        table = read_table(path)
-        col = next((c for c in ("z_um", "z") if c in table.colnames), None)
-        if col is None:
-            raise ValueError(f"{path}: no z_um column (columns: {', '.join(table.colnames)})")
-        z = np.asarray(table[col], float)
-    elif suf == ".npy":
-        try:
-            z = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError):
-            raise ValueError(f"{path}: not a numeric NumPy .npy array of z values") from None
-    else:
-        try:
-            z = np.loadtxt(path, ndmin=1)
-        except ValueError as exc:
-            raise ValueError(f"{path}: cannot read z values ({str(exc).splitlines()[0]})") from None
-    z = np.asarray(z, float).ravel()
-    if z.size != n:
-        raise ValueError(f"{path}: {z.size} z values for {n} pairs")
-    if not np.isfinite(z).all():
-        raise ValueError(f"{path}: z contains NaN or inf")
-    return z
-
-
 def _z_path(stack_path):
     p = Path(stack_path)
     return p.with_name(p.stem + "_z.ecsv")
@@ -219,14 +124,13 @@ def _z_path(stack_path):
 # -- simulate ------------------------------------------------------------------------------------------------
 
 def _add_simulate(sub):
-    p = _parser(sub, "simulate", "simulate a z-stack of plane pairs", SIMULATE_HELP)
+    p = command(sub, "simulate", "simulate a z-stack of plane pairs", SIMULATE_HELP, out="stack.npy",
+                what="stack (.npy or .tif); z go to FILE_z.ecsv")
     p.add_argument("--n", type=int, default=1000, help="pairs at random z (default 1000; ignored with --z-step)")
     p.add_argument("--z-step", type=float, default=None, metavar="UM", help="regular scan through --z-range, um")
     p.add_argument("--repeats", type=int, default=1, help="pairs per scan step (with --z-step; default 1)")
     p.add_argument("--size", type=int, default=32, help="crop width, px (default 32)")
     _add_optics(p)
-    p.add_argument("--out", "-o", default="stack.npy", metavar="FILE",
-                   help="output stack (.npy or .tif; default stack.npy); z go to FILE_z.ecsv")
     p.set_defaults(func=run_simulate)
 
 
@@ -255,7 +159,7 @@ def run_simulate(args):
         pairs[i:i + chunk] = simulate_pairs(z[i:i + chunk], optics, mode=args.mode, lateral_px=lateral[i:i + chunk],
                                             photons=args.photons, background=args.background,
                                             read_noise=args.read_noise, rng=rng)
-    _write_stack(args.out, pairs)
+    write_array(args.out, pairs)
     table = Table({"z_um": z * u.um, "dx_px": lateral[:, 0] * u.pix, "dy_px": lateral[:, 1] * u.pix})
     table.meta.update(mode=args.mode, optics=optics.to_dict(), stack=str(args.out))
     if not args.quiet:
@@ -267,7 +171,8 @@ def run_simulate(args):
 # -- train ---------------------------------------------------------------------------------------------------
 
 def _add_train(sub):
-    p = _parser(sub, "train", "train the axial CNN on a z-stack (or simulated pairs)", TRAIN_HELP)
+    p = command(sub, "train", "train the axial CNN on a z-stack (or simulated pairs)", TRAIN_HELP, out="model.onnx",
+                what="model (.onnx, with FILE.json beside it)")
     p.add_argument("stack", nargs="?", metavar="STACK", help="calibration stack (.npy or .tif)")
     p.add_argument("z", nargs="?", metavar="Z", help="z of each pair (ECSV/CSV z_um column, or text/NPY)")
     p.add_argument("--simulate", action="store_true", help="train on simulated pairs for the optics options")
@@ -277,15 +182,14 @@ def _add_train(sub):
                    help="at most this many epochs (default 30 with --simulate, 60 for a stack)")
     p.add_argument("--max-minutes", type=float, default=9.0, help="stop training after this long (default 9)")
     _add_optics(p)
-    p.add_argument("--out", "-o", default="model.onnx", metavar="FILE",
-                   help="output model (.onnx, with FILE.json beside it; default model.onnx)")
     p.set_defaults(func=run_train)
 
 
 def run_train(args):
     try:
-        from ..microscope.axial import train, train_from_stack
         import torch  # noqa: F401
+
+        from ..microscope.axial import read_stack, read_z, train, train_from_stack
     except ImportError:
         raise ValueError('training needs PyTorch: pip install "startrack[ml]"') from None
 
@@ -301,8 +205,8 @@ def run_train(args):
         if not (args.stack and args.z):
             raise ValueError("give a STACK and its Z list (or --simulate)")
         n_planes = len(args.planes)
-        pairs = _read_stack(args.stack, n_planes)
-        z = _read_z(args.z, len(pairs))
+        pairs = read_stack(args.stack, n_planes)
+        z = read_z(args.z, len(pairs))
         model = train_from_stack(pairs, z, n_planes=n_planes, val_fraction=args.val_fraction, mode=args.mode,
                                  epochs=args.epochs or 60, max_seconds=args.max_minutes * 60, seed=args.seed,
                                  log=log)
@@ -323,24 +227,24 @@ def _predict(loc, pairs, quiet):
 
 
 def _add_evaluate(sub):
-    p = _parser(sub, "evaluate", "error and bias of a model versus z on a stack with known z", EVALUATE_HELP)
+    p = command(sub, "evaluate", "error and bias of a model versus z on a stack with known z", EVALUATE_HELP,
+                out="axial_errors.ecsv")
     p.add_argument("stack", metavar="STACK", help="stack (.npy or .tif)")
     p.add_argument("z", metavar="Z", help="true z of each pair (ECSV/CSV z_um column, or text/NPY)")
     _model_arg(p)
     p.add_argument("--bin-nm", type=float, default=100.0, help="z bin width, nm (default 100)")
     p.add_argument("--plot", metavar="PNG", default=None, help="plot of error and bias versus z")
-    add_output(p, "axial_errors.ecsv")
     p.set_defaults(func=run_evaluate)
 
 
 def run_evaluate(args):
-    from ..microscope.axial import axial_errors
+    from ..microscope.axial import axial_errors, plot_axial_errors, read_stack, read_z
 
     if not args.bin_nm > 0:
         raise ValueError(f"--bin-nm must be > 0, got {args.bin_nm}")
     loc = _load_model(args)
-    pairs = _read_stack(args.stack, loc.n_planes)
-    z = _read_z(args.z, len(pairs))
+    pairs = read_stack(args.stack, loc.n_planes)
+    z = read_z(args.z, len(pairs))
     zp = _predict(loc, pairs, args.quiet)
     table = axial_errors(z, zp, bin_um=args.bin_nm / 1e3)
     table.meta.update(model=str(loc.path), stack=str(args.stack))
@@ -349,44 +253,23 @@ def run_evaluate(args):
         print(f"{len(z)} pairs: RMSE {table.meta['rmse_nm']:.1f} nm, bias {table.meta['bias_nm']:+.1f} nm, "
               f"worst bin bias {np.nanmax(np.abs(table['bias_nm'])):.1f} nm", file=sys.stderr)
     if args.plot:
-        plt = pyplot("no plot: matplotlib is not installed")
-        if plt is not None:
-            plot_errors(plt, z, zp, table, args.plot, title=loc.path.name)
-            if not args.quiet:
-                print(f"wrote {args.plot}", file=sys.stderr)
+        draw(lambda path: plot_axial_errors(z, zp, table, path, title=loc.path.name), args.plot, quiet=args.quiet,
+             hint="no plot: matplotlib is not installed")
     return 0
 
 
-def plot_errors(plt, z, zp, table, path, title=""):
-    """Scatter of the error versus z with the per-bin bias and RMSE (nm) into ``path``."""
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(z, (zp - z) * 1e3, ",", color="0.6", label="error")
-    zc = np.asarray(table["z_um"])
-    ax.plot(zc, np.asarray(table["bias_nm"]), "o-", ms=3, label="bias (bin mean)")
-    ax.plot(zc, np.asarray(table["rmse_nm"]), "s-", ms=3, label="RMSE (bin)")
-    ax.axhline(0, color="k", lw=0.5)
-    ax.set_xlabel("true z (um)")
-    ax.set_ylabel("nm")
-    lim = max(3 * float(np.nanmedian(np.asarray(table["rmse_nm"]))), 20.0)
-    ax.set_ylim(-lim, lim)
-    ax.set_title(title)
-    ax.legend(loc="upper right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def _add_predict(sub):
-    p = _parser(sub, "predict", "z of every pair of a stack", PREDICT_HELP)
+    p = command(sub, "predict", "z of every pair of a stack", PREDICT_HELP, out="axial_z.ecsv")
     p.add_argument("stack", metavar="STACK", help="stack of pairs (.npy or .tif)")
     _model_arg(p)
-    add_output(p, "axial_z.ecsv")
     p.set_defaults(func=run_predict)
 
 
 def run_predict(args):
+    from ..microscope.axial import read_stack
+
     loc = _load_model(args)
-    pairs = _read_stack(args.stack, loc.n_planes)
+    pairs = read_stack(args.stack, loc.n_planes)
     zp = _predict(loc, pairs, args.quiet)
     table = Table({"pair": np.arange(len(zp)), "z_um": zp * u.um})
     table.meta.update(model=str(loc.path), stack=str(args.stack), backend=loc.backend)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from .. import __version__, _cache
-from .common import command_group, subcommand
+from .common import command, command_group
 
 HELP = """startrack compiles its numba kernels on first use (20-30 s) and builds a
 pattern database per camera (seconds to a minute); both are kept in the user
@@ -19,6 +19,19 @@ examples:
   startrack cache clear
 """
 
+INFO_HELP = """Print the cache folder with its size, and the kernel folder of this installation.
+
+example:
+  startrack cache info
+"""
+
+CLEAR_HELP = """Delete the whole user cache folder: compiled kernels (they recompile on next use,
+20-30 s) and pattern databases (rebuilt per camera on next use).
+
+example:
+  startrack cache clear
+"""
+
 
 def register(sub):
     command_group(sub, "cache", "show or clear the kernel and pattern-database cache", HELP,
@@ -26,13 +39,13 @@ def register(sub):
 
 
 def _add_info(sub):
-    p = subcommand(sub, "info", "where the cache is and how big", "Print the cache folders and their sizes.")
+    p = command(sub, "info", "where the cache is and how big", INFO_HELP, quiet=False)
     p.set_defaults(func=_info)
 
 
 def _add_clear(sub):
-    p = subcommand(sub, "clear", "delete the cache (kernels recompile, databases rebuild on next use)",
-                   "Delete the whole user cache folder: compiled kernels and pattern databases.")
+    p = command(sub, "clear", "delete the cache (kernels recompile, databases rebuild on next use)", CLEAR_HELP,
+                quiet=False)
     p.set_defaults(func=_clear)
 
 

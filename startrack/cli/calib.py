@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from .common import load_sensor, progress
+from .common import command, command_group, draw, load_sensor, progress
 
 HELP = """Lab calibrations of a star sensor. Each reads a dataset folder (frames plus a
 manifest.csv; 'startrack simulate ...' writes realistic ones to try):
@@ -92,77 +91,55 @@ example:
 
 
 def register(sub):
-    p = sub.add_parser("calib", help="lab calibrations: photon transfer, turntable ePSF, intrinsics",
-                       description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    cs = p.add_subparsers(dest="calib_command", metavar="CALIBRATION")
-    p.set_defaults(func=lambda args: _no_sub(p))
+    command_group(sub, "calib", "lab calibrations: photon transfer, turntable ePSF, intrinsics", HELP,
+                  [_add_ptc, _add_turntable_epsf, _add_intrinsics], metavar="CALIBRATION")
 
-    q = cs.add_parser("ptc", help="photon transfer (EMVA 1288) -> [sensor] table", description=PTC_HELP,
-                      formatter_class=argparse.RawDescriptionHelpFormatter)
+
+def _add_ptc(cs):
+    q = command(cs, "ptc", "photon transfer (EMVA 1288) -> [sensor] table", PTC_HELP, out="sensor.toml",
+                what="[sensor] table", metavar="TOML")
     q.add_argument("manifest", metavar="MANIFEST", help="manifest.csv (or its folder)")
-    q.add_argument("--out", "-o", default="sensor.toml", metavar="TOML",
-                   help="[sensor] table to write (default sensor.toml)")
     q.add_argument("--table", metavar="FILE", help="per-level table (default: OUT with suffix _levels.ecsv)")
     q.add_argument("--plot", metavar="PNG", help="photon transfer plot (default: OUT with suffix .png)")
     q.add_argument("--read-noise", type=float, default=0.0, metavar="E",
                    help="Gaussian part of the dark noise in e- if known from elsewhere (default 0)")
-    q.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
     q.set_defaults(func=run_ptc)
 
-    q = cs.add_parser("turntable-epsf", help="per-pixel ePSF from a turntable scan, and its evaluation",
-                      description=EPSF_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+def _add_turntable_epsf(cs):
+    q = command(cs, "turntable-epsf", "per-pixel ePSF from a turntable scan, and its evaluation", EPSF_HELP,
+                out="pixel_epsf.fits", what="per-pixel ePSF model", metavar="FITS")
     q.add_argument("manifest", metavar="MANIFEST", help="manifest.csv (or its folder)")
     q.add_argument("--camera", required=True, metavar="TOML",
                    help="camera file: [sensor] (gain, offset, dark_var) and [camera] focal_length_mm, pixel_pitch_um")
     q.add_argument("--focal-length-mm", type=float, metavar="F", help="override [camera] focal_length_mm")
     q.add_argument("--pixel-pitch-um", type=float, metavar="A", help="override [camera] pixel_pitch_um")
     q.add_argument("--roi", type=int, default=5, help="fitting window width in px (default 5)")
-    q.add_argument("--out", "-o", default="pixel_epsf.fits", metavar="FITS",
-                   help="per-pixel ePSF model (default pixel_epsf.fits)")
     q.add_argument("--table", metavar="FILE", help="evaluation table (default: OUT with suffix _eval.ecsv)")
     q.add_argument("--plot", metavar="PNG", help="evaluation plot (default: OUT with suffix .png)")
     q.add_argument("--no-gaussian", action="store_true", help="skip the (slow) least-squares Gaussian fit")
     q.add_argument("--shared", action="store_true",
                    help="also evaluate one ePSF shared by all pixels, and it times each pixel's fitted response "
                         "(1-D scans), to see what per-pixel buys")
-    q.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
     q.set_defaults(func=run_turntable_epsf)
 
-    q = cs.add_parser("intrinsics", help="focal length, principal point, distortion from a turntable grid",
-                      description=INTR_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+def _add_intrinsics(cs):
+    q = command(cs, "intrinsics", "focal length, principal point, distortion from a turntable grid", INTR_HELP,
+                out="camera.toml", what="[camera] table", metavar="TOML")
     q.add_argument("centroids", metavar="TABLE",
                    help="spot centroids: azimuth_deg, elevation_deg, x, y [, x_err, y_err] (ECSV, CSV, FITS)")
     q.add_argument("--camera", required=True, metavar="TOML",
                    help="nominal camera: [camera] focal_length_mm, pixel_pitch_um, width, height")
     q.add_argument("--distortion", default="k1,k2,p1,p2", metavar="TERMS",
                    help="distortion terms to fit, from k1,k2,p1,p2,k3, or 'none' (default k1,k2,p1,p2)")
-    q.add_argument("--out", "-o", default="camera.toml", metavar="TOML",
-                   help="[camera] table to write (default camera.toml)")
     q.add_argument("--residuals", metavar="FILE", help="residual table (default: OUT with suffix _residuals.ecsv)")
     q.add_argument("--plot", metavar="PNG", help="residual map (default: OUT with suffix .png)")
-    q.add_argument("--quiet", "-q", action="store_true", help="no summary")
     q.set_defaults(func=run_intrinsics)
-
-
-def _no_sub(parser):
-    parser.print_help()
-    return 2
 
 
 def _sibling(out: Path, given, suffix):
     return Path(given) if given else out.with_name(out.stem + suffix)
-
-
-def _maybe_plot(fn, result, path, quiet):
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        if not quiet:
-            print("(install the 'plot' extra for the plot)", file=sys.stderr)
-        return
-    fn(result, path)
-    if not quiet:
-        print(f"plot:  {path}", file=sys.stderr)
 
 
 def run_ptc(args):
@@ -186,7 +163,7 @@ def _write_result(res, table, out, table_path, suffix, plot_fn, plot_path, quiet
     if not quiet:
         print(res.summary())
         print(f"wrote {out} and {table_path}", file=sys.stderr)
-    _maybe_plot(plot_fn, res, _sibling(out, plot_path, ".png"), quiet)
+    draw(plot_fn, _sibling(out, plot_path, ".png"), res, quiet=quiet)
 
 
 def _camera_numbers(path, focal_length_mm, pixel_pitch_um):
@@ -207,8 +184,13 @@ def _camera_numbers(path, focal_length_mm, pixel_pitch_um):
 
 
 def run_turntable_epsf(args):
-    from ..calibration.turntable import (calibrate_turntable, evaluate_turntable, plot_turntable, read_turntable,
-                                         shared_epsf)
+    from ..calibration.turntable import (
+        calibrate_turntable,
+        evaluate_turntable,
+        plot_turntable,
+        read_turntable,
+        shared_epsf,
+    )
     from ..io import write_table
 
     sensor, f_mm, pitch = _camera_numbers(args.camera, args.focal_length_mm, args.pixel_pitch_um)
@@ -239,7 +221,7 @@ def run_turntable_epsf(args):
                   f"{ev.meta['rms_rmse_mle']:.4f}, {ev.meta['rms_mean_mle']:.4f})")
     if not args.quiet:
         print(f"wrote {out} and {tab}", file=sys.stderr)
-    _maybe_plot(plot_turntable, ev, _sibling(out, args.plot, ".png"), args.quiet)
+    draw(plot_turntable, _sibling(out, args.plot, ".png"), ev, quiet=args.quiet)
     return 0
 
 
@@ -261,8 +243,8 @@ def _evaluation_summary(ev) -> str:
 
 def run_intrinsics(args):
     from ..calibration.intrinsics import fit_intrinsics, plot_intrinsics
-    from ..sky.camera import Camera
     from ..io import read_table
+    from ..sky.camera import Camera
 
     nominal = Camera.from_toml(args.camera)
     t = read_table(args.centroids)

@@ -21,20 +21,30 @@ def progress(iterable, total=None, desc=None, quiet=False):
     return tqdm(iterable, total=total, desc=desc, disable=quiet or not sys.stderr.isatty(), unit="frame")
 
 
+#: What ``--out`` writes when it is a table.
+TABLE = "table (.ecsv, .fits, .csv or .parquet)"
+
+
+def command(sub, name, help, description, *, out=None, what=TABLE, metavar="FILE", quiet=True):
+    """A sub-command's parser: ``description`` keeps its line breaks (the examples); with ``out`` an
+    ``--out/-o`` option defaulting to it (``what`` it writes, shown in its help), with ``quiet`` a
+    ``--quiet/-q`` option that silences the progress bar and the summary."""
+    p = sub.add_parser(name, help=help, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if out is not None:
+        p.add_argument("--out", "-o", default=out, metavar=metavar, help=f"output {what} (default {out})")
+    if quiet:
+        p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
+    return p
+
+
 def command_group(sub, name, help, description, adders, metavar="SUBCOMMAND"):
     """A command whose own sub-commands are added by ``adders``; run bare, it prints its help (exit 2)."""
-    p = sub.add_parser(name, help=help, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command(sub, name, help, description, quiet=False)
     subsub = p.add_subparsers(dest=f"{name}_command", metavar=metavar)
     for add in adders:
         add(subsub)
     p.set_defaults(func=lambda args: p.print_help() or 2)
     return p
-
-
-def subcommand(sub, name, help, description):
-    """A sub-command parser whose description keeps its line breaks (examples)."""
-    return sub.add_parser(name, help=help, description=description,
-                          formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def load_sensor(camera) -> Sensor | None:
@@ -45,11 +55,6 @@ def load_sensor(camera) -> Sensor | None:
     if "sensor" not in data:
         return None
     return Sensor.from_dict(data["sensor"], source=str(camera))
-
-
-def add_output(parser, default, what="table"):
-    parser.add_argument("--out", "-o", default=default, metavar="FILE",
-                        help=f"output {what} (.ecsv, .fits, .csv or .parquet; default {default})")
 
 
 def save(table, path, quiet=False):
@@ -107,3 +112,17 @@ def pyplot(hint):
         print(f"  ({hint})", file=sys.stderr)
         return None
     return plt
+
+
+def draw(plot, path, *args, quiet=False, hint="install the 'plot' extra for the plot"):
+    """``plot(*args, path)`` (a library figure) when matplotlib is installed, else a note; True when drawn."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        if not quiet:
+            print(f"  ({hint})", file=sys.stderr)
+        return False
+    plot(*args, path)
+    if not quiet:
+        print(f"  plot: {path}", file=sys.stderr)
+    return True

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 
 from ..crlb import boundary_optimum, intrapixel_map, precision_limit, two_pixel_limit
 from ..psf import GaussianPSF
 from ..sensor import Sensor
+from .common import command
 
 HELP = """Cramér–Rao precision limit (PL) of a pixel-integrated Gaussian spot of radius
 R px with N photo-electrons over dark noise V e-^2: at the pixel centre, on a
@@ -24,8 +23,7 @@ example:
 
 
 def register(sub):
-    p = sub.add_parser("crlb", help="precision limit of a spot over the pixel", description=HELP,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command(sub, "crlb", "precision limit of a spot over the pixel", HELP, quiet=False)
     p.add_argument("--radius", type=float, required=True, metavar="R", help="Gaussian radius r in px")
     p.add_argument("--photons", type=float, required=True, metavar="N", help="photo-electrons in the spot")
     p.add_argument("--dark-var", type=float, default=0.0, metavar="V", help="dark variance sd2 in e-^2 (default 0)")

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import argparse
 import sys
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 from scipy.spatial import cKDTree
 
-from ..sky.attitude import ARCSEC, Attitude
-from ..sky.camera import Camera
-from ..io import read_frame, read_table, write_table
 from ..flags import EDGE
+from ..io import read_frame, read_table, sample_path, write_table
+from ..measure import measure_stars
 from ..psf import parse_psf
 from ..sensor import Sensor
+from ..sky.attitude import ARCSEC, Attitude
+from ..sky.camera import Camera
 from .common import pyplot
-from .localize import localize_frame
 
 HELP = """Run the whole star tracker on the built-in sample frame: a simulated 512x512
 frame of a real patch of sky in Cygnus (Hipparcos 2 stars to Hp 8 at their
@@ -34,15 +33,11 @@ example:
 """
 
 
-def sample_path(name: str) -> Path:
-    """Path of a file shipped in ``startrack/data``."""
-    return Path(str(resources.files("startrack") / "data" / name))
-
-
 def register(sub):
     p = sub.add_parser("demo", help="run the pipeline on the built-in sample frame", description=HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", "-o", default="startrack-demo", metavar="DIR", help="output folder (default startrack-demo)")
+    p.add_argument("--out", "-o", default="startrack-demo", metavar="DIR",
+                   help="output folder (default startrack-demo)")
     p.set_defaults(func=run)
 
 
@@ -53,7 +48,7 @@ def run(args):
     sensor = Sensor.from_toml(sample_path("sample_camera.toml"))
     truth = read_table(sample_path("sample_truth.ecsv"))
     model = parse_psf(truth.meta["psf"])
-    stars = localize_frame(image, model, sensor, roi=5)
+    stars = measure_stars(image, model, sensor, roi=5, keep_bad=True)
     write_table(stars, out / "stars.ecsv")
 
     tree = cKDTree(np.column_stack([truth["x"], truth["y"]]))

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
-from astropy.table import Table
 
 from ..detect import detect
 from ..epsf import build_epsf, match_stars
-from ..psf import EPSF
 from ..io import read_frame, read_table, write_table
+from ..psf import EPSF
 from ..sensor import Sensor
-from .common import load_sensor, progress, pyplot
+from .common import command, command_group, draw, load_sensor, progress
 
 HELP = """Build an effective PSF (ePSF) from star images by the Anderson & King
 iteration: centre-of-gravity start, every pixel of every star mapped to a
@@ -54,11 +52,13 @@ example:
 
 
 def register(sub):
-    p = sub.add_parser("epsf", help="build an effective PSF from frames, or show one", description=HELP,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    cmds = p.add_subparsers(dest="epsf_command", metavar="ACTION")
-    b = cmds.add_parser("build", help="build an ePSF from frames", description=BUILD_HELP,
-                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    command_group(sub, "epsf", "build an effective PSF from frames, or show one", HELP, [_add_build, _add_show],
+                  metavar="ACTION")
+
+
+def _add_build(sub):
+    b = command(sub, "build", "build an ePSF from frames", BUILD_HELP, out="epsf.fits", what="ePSF file",
+                metavar="FITS")
     b.add_argument("frames", nargs="+", metavar="FRAME", help="frame file(s): FITS, TIFF, PNG, JPEG or NPY")
     b.add_argument("--positions", metavar="ECSV", help="star table (x, y or x_cg, y_cg; 'frame' column for "
                                                       "several frames); default: detect the stars")
@@ -72,21 +72,19 @@ def register(sub):
     b.add_argument("--threshold", type=float, default=10.0,
                    help="detection threshold in sigma when stars are detected (default 10: bright stars only)")
     b.add_argument("--max-stars", type=int, default=None, help="use at most N detected stars per frame")
-    b.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
-    b.add_argument("--out", "-o", default="epsf.fits", metavar="FITS", help="output file (default epsf.fits)")
     b.set_defaults(func=run_build)
-    s = cmds.add_parser("show", help="summarise and plot an ePSF", description=SHOW_HELP,
-                        formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def _add_show(sub):
+    s = command(sub, "show", "summarise and plot an ePSF", SHOW_HELP, out="epsf.png", what="plot", metavar="PNG")
     s.add_argument("epsf", metavar="EPSF", help="ePSF FITS file from 'startrack epsf build'")
-    s.add_argument("--out", "-o", default="epsf.png", metavar="PNG", help="plot file (default epsf.png)")
     s.set_defaults(func=run_show)
-    p.set_defaults(func=lambda args: p.print_help() or 2)
 
 
 def _positions_for(frames, table):
     """Per-frame (n, 2) positions from a star table with an optional 'frame' column."""
-    cols = next(((cx, cy) for cx, cy in (("x_cg", "y_cg"), ("x", "y")) if cx in table.colnames and cy in table.colnames),
-                None)
+    cols = next(((cx, cy) for cx, cy in (("x_cg", "y_cg"), ("x", "y"))
+                 if cx in table.colnames and cy in table.colnames), None)
     if cols is None:
         raise ValueError(f"--positions needs columns x, y (or x_cg, y_cg); it has {table.colnames}")
     xy = np.column_stack([np.asarray(table[cols[0]], float), np.asarray(table[cols[1]], float)])
@@ -132,66 +130,19 @@ def run_build(args):
     return 0
 
 
-def _summary(epsf: EPSF):
-    os_ = epsf.oversampling
-    g = epsf.data
-    q = g.shape[0]
-    u = (np.arange(q) - (q - 1) / 2) / os_
-    s = g.sum()
-    return {
-        "grid": f"{g.shape[1]} x {g.shape[0]} nodes, {1 / os_:g} px apart",
-        "flux (sum / oversampling^2)": f"{s / os_ ** 2:.4f}",
-        "centroid (px)": f"({(g.sum(axis=0) * u).sum() / s:+.4f}, {(g.sum(axis=1) * u).sum() / s:+.4f})",
-        "peak pixel fraction (star centred)": f"{float(epsf.evaluate(0.0, 0.0)):.4f}",
-        "equivalent Gaussian radius (px)": f"{epsf.equivalent_radius():.4f}",
-        "star images used": str(epsf.meta.get("n_stars", "?")),
-        "builds / converged": f"{epsf.meta.get('iterations', '?')} / {epsf.meta.get('converged', '?')}",
-        "residual chi2 per sample (1 = Poisson)": f"{epsf.meta.get('chi2', float('nan')):.3f}",
-        "samples clipped": f"{100 * epsf.meta.get('clipped', float('nan')):.1f} %",
-    }
-
-
 def run_show(args):
+    from ..plots import epsf_profiles, epsf_summary, plot_epsf
+
     epsf = EPSF.load(args.epsf)
-    info = _summary(epsf)
+    info = epsf_summary(epsf)
     width = max(len(k) for k in info)
     print(f"{args.epsf}")
     for k, v in info.items():
         print(f"  {k:<{width}}  {v}")
-    half = (epsf.data.shape[0] - 1) / (2 * epsf.oversampling)
-    d = np.linspace(-half, half, 8 * epsf.data.shape[0] + 1)
-    prof_x = epsf.evaluate(d, 0.0)
-    prof_y = epsf.evaluate(0.0, d)
-    plt = pyplot("install the 'plot' extra for a picture; the profiles go to a table instead")
-    if plt is None:
+    if not draw(plot_epsf, args.out, epsf, quiet=args.quiet,
+                hint="install the 'plot' extra for a picture; the profiles go to a table instead"):
         out = Path(args.out).with_suffix(".ecsv")
-        write_table(Table({"offset": d, "epsf_x": prof_x, "epsf_y": prof_y}), out)
-        print(f"  profiles: {out}", file=sys.stderr)
-        return 0
-    from ..psf import GaussianPSF
-
-    fig, ax = plt.subplots(1, 3, figsize=(14, 4.4))
-    ext = [-half - 0.5 / epsf.oversampling, half + 0.5 / epsf.oversampling] * 2
-    im = ax[0].imshow(np.log10(np.maximum(epsf.data / epsf.data.max(), 1e-5)), origin="lower", extent=ext,
-                      cmap="magma")
-    fig.colorbar(im, ax=ax[0], label="log10(ePSF / peak)")
-    ax[0].set_xlabel("dx = pixel centre - star (px)")
-    ax[0].set_ylabel("dy (px)")
-    ax[0].set_title("ePSF grid")
-    ref = GaussianPSF(epsf.equivalent_radius())
-    ax[1].plot(d, prof_x, label="ePSF along x")
-    ax[1].plot(d, prof_y, label="ePSF along y")
-    ax[1].plot(d, ref.render(-d, np.zeros_like(d), np.zeros(d.size, int), np.zeros(d.size, int), (1, 1))[0][:, 0, 0],
-               "k:", label=f"Gaussian r = {ref.sigma_x:.3f} px")
-    ax[1].set_xlabel("offset (px)")
-    ax[1].set_ylabel("fraction of the flux in the pixel")
-    ax[1].legend()
-    ax[1].set_title("profiles through the centre")
-    ax[2].axis("off")
-    ax[2].text(0.0, 1.0, "\n".join(f"{k}: {v}" for k, v in info.items()), va="top", family="monospace",
-               fontsize=8.5, transform=ax[2].transAxes)
-    fig.tight_layout()
-    fig.savefig(args.out, dpi=110)
-    plt.close(fig)
-    print(f"  plot: {args.out}", file=sys.stderr)
+        write_table(epsf_profiles(epsf), out)
+        if not args.quiet:
+            print(f"  profiles: {out}", file=sys.stderr)
     return 0

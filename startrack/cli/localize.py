@@ -6,11 +6,9 @@ import sys
 
 import numpy as np
 
-from ..detect import detect
-from ..localize import localize
+from ..measure import measure_stars
 from ..psf import parse_psf
-from ..sensor import Sensor
-from .common import add_output, load_sensor, run_frames, save
+from .common import command, load_sensor, run_frames, save
 
 HELP = """Detect stars in each frame (threshold on a matched-filtered image), start
 from their centre of gravity and refine every star by Poisson maximum
@@ -25,8 +23,7 @@ example:
 
 
 def register(sub):
-    p = sub.add_parser("localize", help="detect and localise stars (MLE + CRLB)", description=HELP,
-                       formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
+    p = command(sub, "localize", "detect and localise stars (MLE + CRLB)", HELP, out="stars.ecsv")
     p.add_argument("frames", nargs="+", metavar="FRAME", help="frame file(s)")
     p.add_argument("--psf", default="gaussian:0.5", metavar="MODEL",
                    help="PSF model: gaussian:SIGMA, gaussian:SX,SY (px), epsf:FILE or pixel-epsf:FILE "
@@ -41,39 +38,18 @@ def register(sub):
                         "from the detection (xy)")
     p.add_argument("--threshold", type=float, default=5.0, help="detection threshold in sigma (default 5)")
     p.add_argument("--max-stars", type=int, default=None, help="keep only the brightest N stars per frame")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
-    add_output(p, "stars.ecsv")
     p.set_defaults(func=run)
-
-
-def localize_frame(image, model, sensor, *, roi=None, threshold=5.0, max_stars=None, fit="all"):
-    """Detection + MLE on one frame: the detection columns joined with the fit (``roi`` None: the model's)."""
-    roi = model.default_roi() if roi is None else roi
-    det = detect(image, sensor, threshold=threshold, roi=roi, max_stars=max_stars)
-    kw = {}
-    fitp = ("x", "y", "flux", "background")
-    if fit == "xy":
-        fitp = ("x", "y")
-        bg_e = (np.asarray(det["background"]) - sensor.offset) / sensor.gain - sensor.dark_var
-        kw = {"flux": np.asarray(det["flux"]), "background": np.maximum(bg_e, 0.0)}
-    res = localize(image, det, model, sensor, roi=roi, fit=fitp, **kw)
-    for col in ("id", "x_cg", "y_cg", "peak", "snr", "saturated"):
-        res[col] = det[col]
-    return res
 
 
 def run(args):
     model = parse_psf(args.psf)
     sensor = load_sensor(args.camera)
-    no_sensor = sensor is None
-    if no_sensor:
-        sensor = Sensor(gain=1.0)
     out, used, failed = run_frames(
-        args.frames, lambda image: localize_frame(image, model, sensor, roi=args.roi, threshold=args.threshold,
-                                                  max_stars=args.max_stars, fit=args.fit),
+        args.frames, lambda image: measure_stars(image, model, sensor, roi=args.roi, threshold=args.threshold,
+                                                 max_stars=args.max_stars, fit=args.fit, keep_bad=True),
         command="localize", quiet=args.quiet)
     save(out, args.out, args.quiet)
-    if no_sensor:
+    if sensor is None:
         print("startrack localize: no [sensor] table: pixel values were taken as photo-electrons "
               "(gain 1, offset 0), so x_err/y_err assume pure shot noise", file=sys.stderr)
     if not args.quiet:

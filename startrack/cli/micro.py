@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..flags import NO_POSITION
-from ..io import read_frame
+from ..flags import NO_FIT, NO_POSITION
+from ..io import read_signals
 from .axial import add_axial
-from .common import add_output, command_group, load_sensor, progress, run_frames, save, stack_tables, subcommand
+from .common import command, command_group, load_sensor, progress, run_frames, save, stack_tables
 
 HELP = """Microscope mode: particle tracking and localisation on the startrack core.
 
@@ -69,7 +69,7 @@ def register(sub):
 # -- track1d --------------------------------------------------------------------------------------------
 
 def add_track1d(sub):
-    p = subcommand(sub, "track1d", "positions of a beam on a line sensor (ePhasor)", TRACK1D_HELP)
+    p = command(sub, "track1d", "positions of a beam on a line sensor (ePhasor)", TRACK1D_HELP, out="positions.ecsv")
     p.add_argument("signals", metavar="SIGNALS", help="NPY file (one readout per row) or FITS/TIFF image")
     p.add_argument("--pixel-nm", type=float, default=None, metavar="NM",
                    help="pixel size in the object plane (nm): adds x_nm")
@@ -83,31 +83,13 @@ def add_track1d(sub):
                    help="window half-width in px of --method phasor (default 8)")
     p.add_argument("--frames-per-step", type=int, default=None, metavar="N",
                    help="stage-step experiment: N readouts per step; writes OUT_steps.ecsv")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
-    add_output(p, "positions.ecsv")
     p.set_defaults(func=run_track1d)
-
-
-def _read_signals(path):
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    if path.suffix.lower() == ".npy":
-        try:
-            data = np.load(path, mmap_mode="r", allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
-            raise ValueError(f"{path}: cannot read signals ({str(exc).splitlines()[0]})") from None
-        if data.ndim not in (1, 2):
-            raise ValueError(f"{path}: expected one readout per row (2-D) or one readout (1-D), got shape {data.shape}")
-        return data.reshape(-1, data.shape[-1]) if data.ndim == 1 else data
-    data, _ = read_frame(path)
-    return data
 
 
 def run_track1d(args):
     from ..microscope import OPTIMAL_WINDOW, step_precision, track1d
 
-    signals = _read_signals(args.signals)
+    signals = read_signals(args.signals)
     window = OPTIMAL_WINDOW if args.window is None else args.window
     kw = dict(pixel_nm=args.pixel_nm, method=args.method, smooth=args.smooth, window=window,
               half_width=args.half_width)
@@ -141,7 +123,7 @@ def run_track1d(args):
 def add_localize(sub):
     from ..microscope.spots import METHODS
 
-    p = subcommand(sub, "localize", "detect and localise spots in microscopy frames", LOCALIZE_HELP)
+    p = command(sub, "localize", "detect and localise spots in microscopy frames", LOCALIZE_HELP, out="locs.ecsv")
     p.add_argument("frames", nargs="+", metavar="FRAME", help="frame file(s)")
     p.add_argument("--method", default="mle", choices=METHODS, help="estimator (default mle)")
     p.add_argument("--sigma", type=float, required=True, metavar="S", help="Gaussian PSF radius in px")
@@ -150,8 +132,6 @@ def add_localize(sub):
     p.add_argument("--roi", type=int, default=None, help="ROI width in px (default 2 ceil(3 sigma) + 1)")
     p.add_argument("--threshold", type=float, default=5.0, help="detection threshold in sigma (default 5)")
     p.add_argument("--max-spots", type=int, default=None, help="keep only the brightest N spots per frame")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
-    add_output(p, "locs.ecsv")
     p.set_defaults(func=run_localize)
 
 
@@ -165,7 +145,7 @@ def run_localize(args):
         command="micro localize", quiet=args.quiet)
     save(out, args.out, args.quiet)
     if not args.quiet:
-        ok = np.count_nonzero((np.asarray(out["flags"]) & 16) == 0)
+        ok = np.count_nonzero((np.asarray(out["flags"]) & NO_FIT) == 0)
         print(f"{len(out)} spots in {used} frame(s), {ok} localised ({args.method})", file=sys.stderr)
     return 0
 

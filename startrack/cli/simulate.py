@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from ..sensor import Sensor
+from ..sky.camera import Camera
+from .common import command, command_group
 
 HELP = """Write a realistic synthetic dataset in exactly the format a calibration
 script reads (a folder of FITS or TIFF frames and its manifest.csv), with the
@@ -60,13 +61,12 @@ example:
 
 
 def register(sub):
-    p = sub.add_parser("simulate", help="write synthetic calibration datasets (ptc, turntable, intrinsics)",
-                       description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ss = p.add_subparsers(dest="simulate_command", metavar="DATASET")
-    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+    command_group(sub, "simulate", "write synthetic calibration datasets (ptc, turntable, intrinsics)", HELP,
+                  [_add_ptc, _add_turntable, _add_intrinsics], metavar="DATASET")
 
-    q = ss.add_parser("ptc", help="dark frames and flat pairs (photon transfer)", description=PTC_HELP,
-                      formatter_class=argparse.RawDescriptionHelpFormatter)
+
+def _add_ptc(ss):
+    q = command(ss, "ptc", "dark frames and flat pairs (photon transfer)", PTC_HELP, quiet=False)
     q.add_argument("outdir", metavar="OUTDIR", help="folder to write (created)")
     q.add_argument("--shape", type=int, nargs=2, default=(128, 128), metavar=("NY", "NX"),
                    help="frame size in px (default 128 128)")
@@ -82,8 +82,9 @@ def register(sub):
     _common(q)
     q.set_defaults(func=run_ptc)
 
-    q = ss.add_parser("turntable", help="turntable scan of a focused spot (per-pixel ePSF)", description=TT_HELP,
-                      formatter_class=argparse.RawDescriptionHelpFormatter)
+
+def _add_turntable(ss):
+    q = command(ss, "turntable", "turntable scan of a focused spot (per-pixel ePSF)", TT_HELP, quiet=False)
     q.add_argument("outdir", metavar="OUTDIR", help="folder to write (created)")
     q.add_argument("--steps", type=int, default=244, help="azimuth steps (default 244: ~10 px)")
     q.add_argument("--elevations", type=int, default=1, help="elevation steps; > 1 makes a 2-D grid (default 1)")
@@ -98,14 +99,14 @@ def register(sub):
     _common(q)
     q.set_defaults(func=run_turntable)
 
-    q = ss.add_parser("intrinsics", help="spot centroids over a turntable grid (camera intrinsics)",
-                      description=INTR_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+def _add_intrinsics(ss):
+    q = command(ss, "intrinsics", "spot centroids over a turntable grid (camera intrinsics)", INTR_HELP)
     q.add_argument("outdir", metavar="OUTDIR", help="folder to write (created)")
     q.add_argument("--grid", type=int, default=21, help="azimuth and elevation steps each (default 21)")
     q.add_argument("--half-angle-deg", type=float, default=5.5, help="grid half width in degrees (default 5.5)")
     q.add_argument("--noise", type=float, default=0.01, help="centroid noise per axis, px rms (default 0.01)")
     q.add_argument("--seed", type=int, default=None, help="random seed (default: fresh)")
-    q.add_argument("--quiet", "-q", action="store_true", help="no summary")
     q.set_defaults(func=run_intrinsics)
 
 
@@ -146,10 +147,10 @@ def run_turntable(args):
     out = Path(args.outdir)
     path = write_frames(out, frames, manifest, fmt=args.format)
     sensor = Sensor(gain=0.14, offset=37.0, dark_var=54.40)
-    (out / "camera.toml").write_text(
-        "# synthetic turntable dataset (startrack simulate turntable)\n" + sensor.to_toml()
-        + f"\n[camera]\nfocal_length_mm = {args.focal_length_mm!r}\npixel_pitch_um = {args.pixel_pitch_um!r}\n"
-        f"width = {frames.shape[2]}\nheight = {frames.shape[1]}\n")
+    camera = Camera(width=frames.shape[2], height=frames.shape[1], pixel_pitch_um=args.pixel_pitch_um,
+                    focal_length_px=1000.0 * args.focal_length_mm / args.pixel_pitch_um)
+    (out / "camera.toml").write_text("# synthetic turntable dataset (startrack simulate turntable)\n"
+                                     + sensor.to_toml() + "\n" + camera.to_toml())
     truth.meta = {k: v for k, v in truth.meta.items() if k != "response"}
     write_table(truth, out / "truth.ecsv")
     if not args.quiet:
@@ -162,7 +163,6 @@ def run_intrinsics(args):
     import numpy as np
 
     from ..calibration.synthetic import simulate_intrinsics
-    from ..sky.camera import Camera
     from ..io import write_table
 
     table, truth = simulate_intrinsics(grid=args.grid, half_angle_deg=args.half_angle_deg,

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
 from astropy.table import vstack
 
+from ..psf import parse_psf
 from ..sky.camera import Camera
 from ..sky.catalog import parse_time
 from ..sky.pipeline import solve_frames
-from ..psf import parse_psf
-from ..validate import load_toml
-from .common import load_sensor, progress, save
+from .common import command, load_sensor, progress, save
 
 HELP = """Detect the stars of each frame, localise them by Poisson MLE with their
 Cramér-Rao bounds, identify them in the bundled Hipparcos 2 catalog and solve
@@ -42,23 +40,20 @@ examples:
 
 
 def register(sub):
-    p = sub.add_parser("solve", help="identify stars and solve the attitude of frames", description=HELP,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command(sub, "solve", "identify stars and solve the attitude of frames", HELP, out="results.ecsv",
+                what="per-frame results (.ecsv, .fits, .csv or .parquet)")
     p.add_argument("frames", nargs="+", metavar="FRAME", help="frame file(s): FITS, TIFF, PNG, JPEG or NPY")
     cam = p.add_mutually_exclusive_group(required=True)
     cam.add_argument("--camera", metavar="TOML", help="camera file with a [camera] table (and optionally [sensor])")
     cam.add_argument("--fov-range", nargs=2, type=float, metavar=("MIN", "MAX"),
                      help="blind: horizontal field of view between MIN and MAX degrees")
     p.add_argument("--time", metavar="ISOT", help="UTC time of frames without DATE-OBS, e.g. 2026-11-25T22:00:00")
-    p.add_argument("--out", "-o", default="results.ecsv", metavar="FILE",
-                   help="per-frame results (.ecsv, .fits, .csv or .parquet; default results.ecsv)")
     p.add_argument("--stars", metavar="FILE", help="also write every detected star (position, CRLB, flux, HIP)")
     p.add_argument("--wcs-dir", metavar="DIR", help="write a FITS WCS header <frame stem>.wcs per solved frame")
     p.add_argument("--psf", default="gaussian:0.5", metavar="MODEL",
                    help="PSF model for the MLE: gaussian:SIGMA (px) or epsf:FILE (default gaussian:0.5)")
     p.add_argument("--no-tracking", action="store_true", help="solve every frame lost-in-space")
     p.add_argument("--threshold", type=float, default=5.0, help="detection threshold in sigma (default 5)")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=run)
 
 
@@ -73,10 +68,7 @@ def _identifier_factory(args):
             print(f"startrack solve: {msg}", file=sys.stderr)
 
     if args.camera:
-        table = load_toml(args.camera)
-        if "camera" not in table:
-            raise ValueError(f"{args.camera}: no [camera] table (focal_length_mm, pixel_pitch_um, width, height)")
-        camera = Camera.from_dict(table["camera"], source=str(args.camera))
+        camera = Camera.from_toml(args.camera)
     else:
         lo, hi = args.fov_range
         if not (0 < lo <= hi < 180):

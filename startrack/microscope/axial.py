@@ -35,11 +35,19 @@ import numpy as np
 from astropy import units as u
 from astropy.table import Table
 
-from .defocus import (DEFAULT_BACKGROUND, DEFAULT_PHOTONS, DEFAULT_READ_NOISE, DEFAULT_SCATTERING, Optics, render,
-                      simulate_pairs)
+from ..io import read_array, read_table, sample_path
+from .defocus import (
+    DEFAULT_BACKGROUND,
+    DEFAULT_PHOTONS,
+    DEFAULT_READ_NOISE,
+    DEFAULT_SCATTERING,
+    Optics,
+    render,
+    simulate_pairs,
+)
 
-__all__ = ["AxialLocalizer", "AxialModel", "LibraryMatcher", "as_pairs", "crop_pairs", "train", "train_from_stack",
-           "axial_errors", "DEFAULT_MODELS", "BACKENDS"]
+__all__ = ["AxialLocalizer", "AxialModel", "LibraryMatcher", "as_pairs", "crop_pairs", "read_stack", "read_z",
+           "train", "train_from_stack", "axial_errors", "plot_axial_errors", "DEFAULT_MODELS", "BACKENDS"]
 
 #: Shipped models for the default :class:`~.defocus.Optics`, by imaging mode.
 DEFAULT_MODELS = {"darkfield": "axial_darkfield.onnx", "brightfield": "axial_brightfield.onnx"}
@@ -47,7 +55,6 @@ DEFAULT_MODELS = {"darkfield": "axial_darkfield.onnx", "brightfield": "axial_bri
 BACKENDS = ("onnxruntime", "opencv")
 FORMAT = "startrack-axial"
 FORMAT_VERSION = 1
-_DATA = Path(__file__).resolve().parent.parent / "data"
 
 
 # -- input handling ----------------------------------------------------------------------------------------
@@ -99,6 +106,71 @@ def as_pairs(pairs, n_planes=None, *, name="pairs"):
     if not np.isfinite(arr).all():
         raise ValueError(f"{name}: contains NaN or inf")
     return arr, single
+
+
+def read_stack(path, n_planes=2):
+    """A stack file of plane pairs as a float32 ``(n, planes, H, W)`` array.
+
+    Parameters
+    ----------
+    path : str or Path
+        NPY or TIFF holding ``(n, planes, H, W)``, planes last ``(n, H, W,
+        planes)``, or a 3-D array of ``n * planes`` images that alternate the
+        planes (the pages of a TIFF z-stack).
+    n_planes : int
+        Planes per pair.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        One line naming the file when it is missing, unreadable or of the
+        wrong shape.
+    """
+    data = read_array(path, what="stack")
+    if data.ndim == 3 and data.shape[0] % n_planes == 0 and data.shape[-1] != n_planes:
+        data = data.reshape(-1, n_planes, *data.shape[1:])  # pages alternate the planes
+    return as_pairs(data, n_planes, name=str(path))[0]
+
+
+def read_z(path, n=None):
+    """The z (um) of each pair of a stack: an ECSV/CSV/FITS/Parquet table's ``z_um`` (or ``z``) column,
+    an NPY array or a text file of numbers.
+
+    Parameters
+    ----------
+    path : str or Path
+    n : int, optional
+        Number of pairs the values must match.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        One line naming the file when it is missing, unreadable, has no z
+        column, the wrong number of values or NaN/inf.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    suf = path.suffix.lower()
+    if suf in (".ecsv", ".csv", ".fits", ".parquet"):
+        table = read_table(path)
+        col = next((c for c in ("z_um", "z") if c in table.colnames), None)
+        if col is None:
+            raise ValueError(f"{path}: no z_um column (columns: {', '.join(table.colnames)})")
+        z = np.asarray(table[col], float)
+    elif suf == ".npy":
+        z = read_array(path, what="z values")
+    else:
+        try:
+            z = np.loadtxt(path, ndmin=1)
+        except ValueError as exc:
+            raise ValueError(f"{path}: cannot read z values ({str(exc).splitlines()[0]})") from None
+    z = np.asarray(z, float).ravel()
+    if n is not None and z.size != n:
+        raise ValueError(f"{path}: {z.size} z values for {n} pairs")
+    if not np.isfinite(z).all():
+        raise ValueError(f"{path}: z contains NaN or inf")
+    return z
 
 
 def crop_pairs(frames, size=32, *, smooth_px=2.0):
@@ -606,7 +678,7 @@ class AxialLocalizer:
         if path is None:
             if mode not in DEFAULT_MODELS:
                 raise ValueError(f"mode: no shipped model for {mode!r}; choose one of {', '.join(DEFAULT_MODELS)}")
-            path = _DATA / DEFAULT_MODELS[mode]
+            path = sample_path(DEFAULT_MODELS[mode])
         path = Path(path)
         if path.suffix.lower() == ".json":
             path = path.with_suffix(".onnx")
@@ -621,6 +693,9 @@ class AxialLocalizer:
             raise ValueError(f"{side}: not valid JSON ({str(exc).splitlines()[0]})") from None
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise ValueError(f"{side}: not a startrack axial model sidecar")
+        missing = [k for k in ("n_planes", "size") if k not in meta]
+        if missing:
+            raise ValueError(f"{side}: the sidecar lacks {', '.join(missing)}")
         return cls(path, meta, backend)
 
     def predict(self, pairs, batch_size=4096):
@@ -808,3 +883,31 @@ def axial_errors(z_true, z_pred, *, bin_um=0.1, z_range=None):
     out.meta.update(rmse_nm=float(np.sqrt(np.mean(err[inside] ** 2))), bias_nm=float(np.mean(err[inside])),
                     n=int(inside.sum()))
     return out
+
+
+def plot_axial_errors(z_true, z_pred, table, path, *, title=""):
+    """Error against true z with the per-bin bias and RMSE of :func:`axial_errors` (nm), to ``path``.
+
+    Needs matplotlib (the ``plot`` extra).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    z = np.asarray(z_true, float)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(z, (np.asarray(z_pred, float) - z) * 1e3, ",", color="0.6", label="error")
+    zc = np.asarray(table["z_um"])
+    ax.plot(zc, np.asarray(table["bias_nm"]), "o-", ms=3, label="bias (bin mean)")
+    ax.plot(zc, np.asarray(table["rmse_nm"]), "s-", ms=3, label="RMSE (bin)")
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set_xlabel("true z (um)")
+    ax.set_ylabel("nm")
+    lim = max(3 * float(np.nanmedian(np.asarray(table["rmse_nm"]))), 20.0)
+    ax.set_ylim(-lim, lim)
+    ax.set_title(title)
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

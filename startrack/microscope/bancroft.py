@@ -221,7 +221,8 @@ def fluoro_bancroft(roi, sigma, background, *, weighted=True):
     arr = as_stack(roi, "roi")
     sx, sy = as_sigma_pair(sigma)
     if np.ndim(roi) == 2:
-        return _bancroft_single(arr[0], sx, sy, as_float(background, "background", nonnegative=True, unit="photo-electrons per pixel"), bool(weighted))
+        bg = as_float(background, "background", nonnegative=True, unit="photo-electrons per pixel")
+        return _bancroft_single(arr[0], sx, sy, bg, bool(weighted))
     n = arr.shape[0]
     bg = np.asarray(background, dtype=np.float64)
     if bg.ndim == 0:

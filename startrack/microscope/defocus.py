@@ -100,7 +100,7 @@ class Optics:
             raise ValueError(f"planes_um must be one or more finite focal-plane positions, got {self.planes_um}")
         object.__setattr__(self, "planes_um", planes)
 
-    def with_planes(self, *planes_um: float) -> "Optics":
+    def with_planes(self, *planes_um: float) -> Optics:
         """The same optics imaged at other focal planes (um), e.g. one plane for a single-plane baseline."""
         return replace(self, planes_um=tuple(planes_um))
 
@@ -115,7 +115,7 @@ class Optics:
                 "pupil_samples": int(self.pupil_samples)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Optics":
+    def from_dict(cls, d: dict) -> Optics:
         return cls(**{k: (tuple(v) if k == "planes_um" else v) for k, v in d.items()})
 
 

@@ -13,8 +13,8 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from ..localize import localize
-from ..validate import as_sigma_pair, as_stack, one_of
 from ..psf import GaussianPSF
+from ..validate import as_sigma_pair, as_stack, one_of
 
 __all__ = ["gauss_lsq", "gauss_mle"]
 

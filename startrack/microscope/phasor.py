@@ -32,11 +32,11 @@ import math
 
 import numba as nb
 import numpy as np
+from numba.core import types
+from numba.extending import overload
 
 from ..flags import NO_SIGNAL, NONFINITE, PEAK_AT_EDGE, PHASOR_FLAGS, WINDOW_CLIPPED
 from ..validate import as_float, as_int, as_stack
-from numba.core import types
-from numba.extending import overload
 
 __all__ = ["ephasor", "phasor", "atca", "phasor_2d", "PHASOR_FLAGS", "OPTIMAL_WINDOW", "line_kernel"]
 
@@ -350,7 +350,8 @@ def line_kernel(signals, mode, param, *, frac=_WIDTH_FRACTION, smooth=None):
     cols = tuple(np.empty(n) for _ in range(5)) + (np.empty(n, np.int64),)
     smooth = _check_smooth(smooth)
     if n == 1:
-        for col, value in zip(cols, _line_single(signals[0], mode, float(param), float(frac), smooth, _TWIDDLE)):
+        single = _line_single(signals[0], mode, float(param), float(frac), smooth, _TWIDDLE)
+        for col, value in zip(cols, single, strict=True):
             col[0] = value
     else:
         _line_batch(signals, mode, float(param), float(frac), smooth, _TWIDDLE, *cols, nb.get_num_threads())

@@ -13,12 +13,12 @@ from astropy import units as u
 from astropy.table import Table
 
 from ..detect import detect
-from ..validate import as_image, as_int, as_positions, as_sigma_pair
 from ..flags import EDGE, FLAGS, NO_FIT
 from ..localize import localize
 from ..psf import GaussianPSF, roi_origin
 from ..sensor import Sensor, as_sensor
 from ..simulate import expose
+from ..validate import as_image, as_int, as_positions, as_sigma_pair
 from .bancroft import fluoro_bancroft
 from .gaussfit import gauss_lsq
 from .phasor import phasor_2d

@@ -26,12 +26,12 @@ from astropy import units as u
 from astropy.table import Table
 
 from ..crlb import precision_limit
-from ..validate import as_float, as_int
+from ..flags import PHASOR_FLAGS
 from ..localize import localize
 from ..psf import GaussianPSF
 from ..sensor import Sensor
 from ..simulate import expose
-from ..flags import PHASOR_FLAGS
+from ..validate import as_float, as_int
 from .phasor import CENTROID, EPHASOR, FIXED_PHASOR, OPTIMAL_WINDOW, as_signals, line_kernel
 
 __all__ = ["track1d", "step_precision", "mle_1d", "crlb_1d", "simulate_signals", "line_psf", "LINE_SIGMA_Y"]

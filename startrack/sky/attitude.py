@@ -87,7 +87,7 @@ class Attitude:
     covariance: np.ndarray = field(default_factory=lambda: np.full((3, 3), np.nan))
 
     @classmethod
-    def from_radec_roll(cls, ra, dec, roll, covariance=None) -> "Attitude":
+    def from_radec_roll(cls, ra, dec, roll, covariance=None) -> Attitude:
         """The attitude whose boresight is at (``ra``, ``dec``) with ``roll`` (all degrees)."""
         a, d, r = (math.radians(float(v)) for v in (ra, dec, roll))
         b = radec_to_vector(a, d)
@@ -99,7 +99,7 @@ class Attitude:
         return cls(m, np.full((3, 3), np.nan) if covariance is None else np.asarray(covariance, float))
 
     @classmethod
-    def from_quaternion(cls, quat, covariance=None) -> "Attitude":
+    def from_quaternion(cls, quat, covariance=None) -> Attitude:
         """From a scalar-last quaternion (scipy's order) of the ICRS -> camera rotation."""
         from scipy.spatial.transform import Rotation
 
@@ -154,7 +154,7 @@ class Attitude:
         """Camera-frame unit vectors (n, 3) -> ICRS."""
         return np.asarray(camera_vectors, float) @ self.matrix
 
-    def error(self, truth: "Attitude") -> np.ndarray:
+    def error(self, truth: Attitude) -> np.ndarray:
         """Small rotation vector (rad, camera frame) taking ``truth`` to this attitude."""
         d = self.matrix @ truth.matrix.T
         return 0.5 * np.array([d[1, 2] - d[2, 1], d[2, 0] - d[0, 2], d[0, 1] - d[1, 0]])
@@ -221,7 +221,7 @@ def _fit_sip(camera, order):
         cb = np.linalg.lstsq(m, ty, rcond=None)[0]
         A = np.zeros((order + 1, order + 1))
         B = np.zeros((order + 1, order + 1))
-        for (p, q), va, vb in zip(terms, ca, cb):
+        for (p, q), va, vb in zip(terms, ca, cb, strict=True):
             A[p, q] = va / s ** (p + q)
             B[p, q] = vb / s ** (p + q)
         out += [A, B]

@@ -110,7 +110,7 @@ class Camera:
 
     # -- construction ------------------------------------------------------
     @classmethod
-    def from_toml(cls, path) -> "Camera":
+    def from_toml(cls, path) -> Camera:
         """Load the ``[camera]`` table of a camera TOML file."""
         data = load_toml(path)
         if "camera" not in data:
@@ -118,7 +118,7 @@ class Camera:
         return cls.from_dict(data["camera"], source=str(path))
 
     @classmethod
-    def from_dict(cls, table: dict, source: str = "camera table") -> "Camera":
+    def from_dict(cls, table: dict, source: str = "camera table") -> Camera:
         """Build from a ``[camera]`` table: ``focal_length_mm`` and ``pixel_pitch_um`` (or
         ``focal_length_px``), ``width``, ``height``, optional ``principal_point`` and ``distortion``."""
         unknown = set(table) - _KEYS
@@ -143,14 +143,14 @@ class Camera:
             raise ValueError(f"{source}: {exc}") from None
 
     @classmethod
-    def from_fov(cls, fov_deg, width, height, **kw) -> "Camera":
+    def from_fov(cls, fov_deg, width, height, **kw) -> Camera:
         """An ideal camera whose full horizontal field of view (edge to edge of the image) is ``fov_deg``."""
         fov = as_float(fov_deg, "fov_deg", positive=True)
         if fov >= 180:
             raise ValueError(f"fov_deg must be below 180 degrees, got {fov}")
         return cls(width=width, height=height, focal_length_px=width / 2.0 / math.tan(math.radians(fov) / 2.0), **kw)
 
-    def with_focal_length(self, focal_length_px) -> "Camera":
+    def with_focal_length(self, focal_length_px) -> Camera:
         """The same camera with another focal length (px)."""
         return dataclasses.replace(self, focal_length_px=focal_length_px)
 

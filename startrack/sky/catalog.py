@@ -181,17 +181,17 @@ class Catalog:
         return out
 
     # -- selections ---------------------------------------------------------------
-    def select(self, keep) -> "Catalog":
+    def select(self, keep) -> Catalog:
         """A new catalog with the rows ``keep`` (bool mask or indices)."""
         return Catalog(self.table[keep], self.mag_limit, self.merge_radius, self.source)
 
-    def brighter(self, mag_limit) -> "Catalog":
+    def brighter(self, mag_limit) -> Catalog:
         """The stars with Hp <= ``mag_limit``."""
         cat = self.select(self.mag <= mag_limit)
         cat.mag_limit = min(self.mag_limit, float(mag_limit))
         return cat
 
-    def merge(self, radius) -> "Catalog":
+    def merge(self, radius) -> Catalog:
         """Merge stars closer than ``radius`` (rad) into one entry, as an unresolving sensor sees them.
 
         Groups are linked pairs (friends of friends). An entry takes the

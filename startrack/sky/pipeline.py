@@ -1,9 +1,9 @@
 """The star-tracker pipeline: frame -> detect -> localise -> identify -> attitude.
 
-:func:`measure_stars` turns a frame into star positions with their CRLB
-(detection, centre-of-gravity start, Poisson MLE), leaving out what cannot be
-a star (failed fits, single hot pixels). :func:`solve_frame` adds the
-identification and the attitude; :func:`solve_frames` maps it over a
+:func:`startrack.measure_stars` turns a frame into star positions with their
+CRLB (detection, centre-of-gravity start, Poisson MLE), leaving out what
+cannot be a star (failed fits, single hot pixels). :func:`solve_frame` adds
+the identification and the attitude; :func:`solve_frames` maps it over a
 sequence, each solved frame serving as the next one's prior (tracking), and
 turns every problem with a frame into a row with a status and a reason.
 """
@@ -11,24 +11,22 @@ turns every problem with a frame into a row with a status and a reason.
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from time import perf_counter
 
 import numpy as np
 from astropy.table import Table
 
-from .camera import Camera
-from .catalog import parse_time, vector_to_radec
-from ..detect import background_map, detect
-from ..validate import as_image
-from ..flags import BAD_FIT
-from ..localize import localize
+from ..detect import background_map
+from ..measure import measure_stars
 from ..psf import PSFModel
 from ..sensor import Sensor
+from ..validate import as_image
+from .camera import Camera
+from .catalog import parse_time, vector_to_radec
 from .starid.solver import Solution, StarIdentifier
 
-__all__ = ["measure_stars", "solve_frame", "solve_frames", "estimate_sensor", "FrameResult", "RESULT_COLUMNS"]
+__all__ = ["solve_frame", "solve_frames", "estimate_sensor", "FrameResult", "RESULT_COLUMNS"]
 
 #: Columns of the per-frame results table, in order.
 RESULT_COLUMNS = ["file", "status", "reason", "ra_deg", "dec_deg", "roll_deg", "qx", "qy", "qz", "qw", "fov_deg",
@@ -52,52 +50,6 @@ def estimate_sensor(image, bit_depth=None) -> Sensor:
     if sat is not None and sat <= offset:
         sat = None
     return Sensor(gain=1.0, offset=offset, saturation=sat)
-
-
-def _peak_fraction(model: PSFModel) -> float:
-    """Largest fraction of a star's flux one pixel can record (star centred on the pixel)."""
-    return float(model.image(2.0, 2.0, (5, 5))[2, 2])
-
-
-def measure_stars(image, model: PSFModel, sensor: Sensor, *, threshold=5.0, roi=None, max_stars=None) -> Table:
-    """Stars of a frame with their Cramér–Rao bounds: detection, CG start, Poisson MLE.
-
-    Fits that failed (flags ``no_fit``, ``moved``, ``not_converged``) and
-    single hot pixels are dropped: a detection whose brightest pixel holds
-    more of its flux than the PSF can put in one pixel (halfway between the
-    PSF's largest pixel fraction and 1) is not a star.
-
-    Returns
-    -------
-    Table
-        ``id, x, y, x_err, y_err, flux, flux_err, background, snr, flags``
-        (px, e-), brightest first.
-    """
-    img = as_image(image)
-    if not np.isfinite(img).any():
-        raise ValueError("the frame has no finite pixels (all NaN)")
-    roi = int(roi or model.default_roi())
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        det = detect(img, sensor, threshold=threshold, roi=roi, max_stars=max_stars)
-    cols = ["id", "x", "y", "x_err", "y_err", "flux", "flux_err", "background", "snr", "flags"]
-    if len(det) == 0:
-        return Table(names=cols, dtype=[int, float, float, float, float, float, float, float, float, int])
-    frac = np.asarray(det["peak"], float) / sensor.gain / np.maximum(np.asarray(det["flux"], float), 1e-9)
-    hot = frac > 0.5 * (1.0 + _peak_fraction(model))
-    det = det[~hot]
-    fit = localize(img, det, model, sensor, roi=roi)
-    ok = ((np.asarray(fit["flags"]) & BAD_FIT) == 0) & np.isfinite(np.asarray(fit["x_err"], float))
-    ok &= np.asarray(fit["flux"], float) > 0
-    out = Table()
-    out["id"] = np.asarray(det["id"])[ok]
-    for c in ("x", "y", "x_err", "y_err", "flux", "flux_err", "background"):
-        out[c] = fit[c][ok]
-    out["snr"] = np.asarray(det["snr"])[ok]
-    out["flags"] = np.asarray(fit["flags"])[ok]
-    out = out[np.argsort(-np.asarray(out["flux"], float), kind="stable")]
-    out.meta["hot_pixels_rejected"] = int(hot.sum())
-    return out
 
 
 @dataclass
@@ -169,9 +121,8 @@ def _row(sol: Solution, n_detected: int) -> dict:
                    sigma_cross_arcsec=att.sigma_cross_arcsec, sigma_roll_arcsec=att.sigma_roll_arcsec,
                    p_false=sol.p_false)
     else:
-        row.update({k: nan for k in ("ra_deg", "dec_deg", "roll_deg", "qx", "qy", "qz", "qw", "fov_deg",
-                                     "focal_length_px", "rms_arcsec", "sigma_cross_arcsec", "sigma_roll_arcsec",
-                                     "p_false")})
+        row.update(dict.fromkeys(("ra_deg", "dec_deg", "roll_deg", "qx", "qy", "qz", "qw", "fov_deg", "focal_length_px",
+                                  "rms_arcsec", "sigma_cross_arcsec", "sigma_roll_arcsec", "p_false"), nan))
     return row
 
 

@@ -14,12 +14,12 @@ import math
 import numpy as np
 from astropy.table import Table
 
-from .attitude import Attitude
-from .camera import Camera
-from .catalog import Catalog
 from ..psf import PSFModel
 from ..sensor import Sensor
 from ..simulate import expose, render
+from .attitude import Attitude
+from .camera import Camera
+from .catalog import Catalog
 
 __all__ = ["project_stars", "sky_frame", "random_attitude", "ZERO_POINT"]
 

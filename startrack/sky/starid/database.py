@@ -101,6 +101,11 @@ class PatternDatabase:
         """Largest pattern edge the database can hold (rad)."""
         return math.radians(max(self.params["fields_deg"]))
 
+    def kernel_tables(self) -> tuple:
+        """The database as the identification kernels take it (:func:`~.kernels.pattern_tables`)."""
+        return K.pattern_tables(self.eps, self.bins, self.slot_start, self.stars, self.ratios, self.largest,
+                                self.max_pattern)
+
     def save(self, path):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -111,7 +116,7 @@ class PatternDatabase:
         os.replace(tmp, path)  # atomic: a reader never sees half a file
 
     @classmethod
-    def load(cls, path) -> "PatternDatabase":
+    def load(cls, path) -> PatternDatabase:
         path = Path(path)
         try:
             with np.load(path, allow_pickle=False) as z:
@@ -166,7 +171,7 @@ def build_database(catalog: Catalog, fields_deg, *, per_field=8, spacing=0.35, e
         grid = K.build_sky_grid(vec[:limit], min(max(radius / 3.0, math.radians(0.5)), math.radians(5.0)))
         n_fields = int(math.ceil(4 * math.pi / (spacing * radius) ** 2))
         centres = K.fibonacci_sphere(n_fields)
-        keys.append(K.field_patterns(centres, radius, vec, *grid, limit, per_field))
+        keys.append(K.field_patterns(centres, radius, K.sky_index(vec, grid, limit), per_field))
     keys = np.unique(np.concatenate(keys)) if keys else np.zeros(0, np.uint64)
     n = len(keys)
     stars = np.empty((n, 4), np.int64)

@@ -7,6 +7,14 @@ offsets from the principal point* (px), so a direction is
 ``normalise(dx / f, dy / f, 1)`` for a focal length ``f`` (px); catalog
 directions are ICRS unit vectors sorted brightest first, so a star's index is
 its brightness rank.
+
+Kernels that need many inputs take them bundled in three tuples, built by
+:func:`sky_index`, :func:`pattern_tables` and :func:`solver_settings` and
+unpacked by name at the top of each kernel: the catalog and its sky grid,
+the pattern database, and the identifier's settings. They are plain tuples
+on purpose: numba types a plain tuple argument in its C dispatcher, a
+namedtuple through Python (about 3 us per argument per call, measured: 8 %
+of a tracking solve).
 """
 
 from __future__ import annotations
@@ -25,6 +33,39 @@ REFINE_BRIGHT = 96
 _RAYLEIGH_MEDIAN = math.sqrt(2.0 * math.log(2.0))
 #: Largest residual spread (matched residuals over their CRLB, 1 for pure noise) a tracking solution may have.
 TRACK_SPREAD = 10.0
+
+# -- the argument bundles ------------------------------------------------------------------------
+
+
+def sky_index(vectors, grid, limit):
+    """The catalog bundle ``(vectors, band_first, cell_start, items, limit)``.
+
+    ``vectors``: catalog unit vectors (n, 3), brightest first; ``grid``: the
+    :func:`build_sky_grid` of (at least) its first ``limit`` stars, the ones
+    the kernels use.
+    """
+    band_first, cell_start, items = grid
+    return (vectors, band_first, cell_start, items, int(limit))
+
+
+def pattern_tables(eps, bins, slot_start, stars, ratios, largest, max_pattern):
+    """The pattern-database bundle: ratio tolerance ``eps``, hash ``bins`` per unit ratio, the hash table
+    ``slot_start``, each pattern's catalog ``stars``, edge ``ratios`` and ``largest`` edge (rad), and the
+    largest edge of any pattern ``max_pattern`` (rad)."""
+    return (float(eps), float(bins), slot_start, stars, ratios, largest, float(max_pattern))
+
+
+def solver_settings(f_list, f_min, f_max, fit_focal, n_query, bounds, match_radius, n_verify, log_threshold,
+                    max_candidates, track_radius):
+    """The identifier's settings bundle (see :func:`lost_in_space` and :func:`identify_frame`): trial focal
+    lengths ``f_list`` within [``f_min``, ``f_max``] (px) and whether to fit it; the ``n_query`` brightest
+    stars searched; the image ``bounds`` (x0, x1, y0, y1 offsets from the principal point, px); verification
+    with ``n_verify`` stars within ``match_radius`` px, accepted below ``exp(log_threshold)`` after at most
+    ``max_candidates``; tracking within ``track_radius`` px."""
+    return (np.ascontiguousarray(f_list, np.float64), float(f_min), float(f_max), bool(fit_focal), int(n_query),
+            np.ascontiguousarray(bounds, np.float64), float(match_radius), int(n_verify), float(log_threshold),
+            int(max_candidates), float(track_radius))
+
 
 # -- sky grid: declination bands split into right-ascension cells ------------------------------
 
@@ -67,8 +108,9 @@ def _cell_of(vectors, nbands, band_first):
 
 
 @nb.njit(cache=True)
-def cone_query(cx, cy, cz, radius, vectors, band_first, cell_start, items, limit, out):
-    """Indices (< ``limit``) of ``vectors`` within ``radius`` rad of (cx, cy, cz) into ``out``; returns the count."""
+def cone_query(cx, cy, cz, radius, sky, limit, out):
+    """Indices (< ``limit``) of the catalog ``sky`` within ``radius`` rad of (cx, cy, cz) into ``out``; their count."""
+    vectors, band_first, cell_start, items, _ = sky
     nbands = band_first.shape[0] - 1
     h = math.pi / nbands
     dec = math.asin(min(1.0, max(-1.0, cz)))
@@ -193,12 +235,13 @@ def fibonacci_sphere(n):
 
 
 @nb.njit(cache=True)
-def field_patterns(centres, radius, vectors, band_first, cell_start, items, limit, per_field):
+def field_patterns(centres, radius, sky, per_field):
     """Packed keys of every 4-star combination of the ``per_field`` brightest stars within ``radius`` of each centre.
 
     A key packs the 4 ascending star indices in 16 bits each, so equal
     patterns from overlapping fields have equal keys (deduplicated by the caller).
     """
+    vectors, limit = sky[0], sky[4]
     nf = centres.shape[0]
     per = per_field * (per_field - 1) * (per_field - 2) * (per_field - 3) // 24
     out = np.empty(nf * per, np.uint64)
@@ -206,8 +249,7 @@ def field_patterns(centres, radius, vectors, band_first, cell_start, items, limi
     best = np.empty(per_field, np.int64)
     m = 0
     for f in range(nf):
-        cnt = cone_query(centres[f, 0], centres[f, 1], centres[f, 2], radius, vectors, band_first, cell_start,
-                         items, limit, found)
+        cnt = cone_query(centres[f, 0], centres[f, 1], centres[f, 2], radius, sky, limit, found)
         if cnt < 4:
             continue
         sel = np.sort(found[:cnt])
@@ -250,17 +292,16 @@ def describe_patterns(keys, vectors, stars, ratios, largest):
 
 
 @nb.njit(cache=True)
-def predict(rot, f, cat_vec, band_first, cell_start, items, limit, half_x0, half_x1, half_y0, half_y1,
-            margin, max_out, px, py, pidx, scratch):
-    """Catalog stars (< ``limit``) that fall on the image for attitude ``rot`` and focal length ``f``.
+def predict(rot, f, sky, bounds, margin, max_out, px, py, pidx, scratch):
+    """Catalog stars of ``sky`` that fall on the image for attitude ``rot`` and focal length ``f``.
 
-    The image spans offsets [half_x0, half_x1] x [half_y0, half_y1] (px from
-    the principal point), widened by ``margin`` px. Writes the brightest
+    The image spans offsets ``bounds`` = (x0, x1, y0, y1) (px from the
+    principal point), widened by ``margin`` px. Writes the brightest
     ``max_out`` into ``px, py`` (offsets) and ``pidx`` (catalog indices);
     returns their number. ``scratch`` is workspace of one int per catalog star.
     """
-    m = _brightest_on_image(rot, f, cat_vec, band_first, cell_start, items, limit, half_x0, half_x1, half_y0,
-                            half_y1, margin, max_out, scratch)
+    cat_vec = sky[0]
+    m = _brightest_on_image(rot, f, sky, bounds, margin, max_out, scratch)
     for t in range(m):
         i = scratch[t]
         px[t], py[t] = _project(rot, f, cat_vec, i)
@@ -269,11 +310,11 @@ def predict(rot, f, cat_vec, band_first, cell_start, items, limit, half_x0, half
 
 
 @nb.njit(cache=True)
-def _brightest_on_image(rot, f, cat_vec, band_first, cell_start, items, limit, half_x0, half_x1, half_y0, half_y1,
-                        margin, max_out, scratch):
-    """Indices of the brightest ``max_out`` catalog stars (< ``limit``) on the widened image, into ``scratch``."""
-    ex = max(abs(half_x0), abs(half_x1)) + margin
-    ey = max(abs(half_y0), abs(half_y1)) + margin
+def _brightest_on_image(rot, f, sky, bounds, margin, max_out, scratch):
+    """Indices of the brightest ``max_out`` catalog stars on the widened image, into ``scratch``."""
+    limit = sky[4]
+    ex = max(abs(bounds[0]), abs(bounds[1])) + margin
+    ey = max(abs(bounds[2]), abs(bounds[3])) + margin
     # A catalog sorted by brightness holds the brightest max_out on the image among its first L stars as soon as
     # at least max_out of those are on it; try an L that gives ~3 max_out on an average patch of sky first
     # (the cone query stops at L in every cell), the whole catalog only when that falls short.
@@ -281,11 +322,9 @@ def _brightest_on_image(rot, f, cat_vec, band_first, cell_start, items, limit, h
     trial = int(3.0 * max_out * 4.0 * math.pi / omega)
     m = 0
     if trial < limit:
-        m = _on_image(rot, f, cat_vec, band_first, cell_start, items, trial, half_x0, half_x1, half_y0, half_y1,
-                      margin, ex, ey, scratch)
+        m = _on_image(rot, f, sky, trial, bounds, margin, ex, ey, scratch)
     if m < max_out:
-        m = _on_image(rot, f, cat_vec, band_first, cell_start, items, limit, half_x0, half_x1, half_y0, half_y1,
-                      margin, ex, ey, scratch)
+        m = _on_image(rot, f, sky, limit, bounds, margin, ex, ey, scratch)
     if m > max_out:  # keep the brightest: the smallest catalog indices (in any order)
         sel = np.partition(scratch[:m], max_out - 1)
         for t in range(max_out):
@@ -320,12 +359,13 @@ def _reproject(rot, f, cat_vec, cand, ncand, bounds, px, py, pidx):
 
 
 @nb.njit(cache=True)
-def _on_image(rot, f, cat_vec, band_first, cell_start, items, limit, half_x0, half_x1, half_y0, half_y1, margin,
-              ex, ey, scratch):
+def _on_image(rot, f, sky, limit, bounds, margin, ex, ey, scratch):
     """Catalog indices (< ``limit``) that project onto the widened image, compacted into ``scratch``; their count."""
+    cat_vec = sky[0]
+    half_x0, half_x1, half_y0, half_y1 = bounds[0], bounds[1], bounds[2], bounds[3]
     bx, by, bz = rot[2, 0], rot[2, 1], rot[2, 2]
     radius = math.atan(math.sqrt(ex * ex + ey * ey) / f) + 2e-4
-    cnt = cone_query(bx, by, bz, radius, cat_vec, band_first, cell_start, items, limit, scratch)
+    cnt = cone_query(bx, by, bz, radius, sky, limit, scratch)
     m = 0
     for t in range(cnt):
         i = scratch[t]
@@ -465,7 +505,7 @@ def _fit_focal(rot, f, mx, my, cat, w):
     A = np.empty((4, 4))
     g = np.empty(4)
     J = np.empty((2, 4))
-    for it in range(4):
+    for _ in range(4):
         A[:, :] = 0.0
         g[:] = 0.0
         for i in range(n):
@@ -553,8 +593,8 @@ def _residuals(rot, obs, local, pidx, cat_vec, keep, out):
 
 
 @nb.njit(cache=True)
-def refine(rot, f, dx, dy, weight, n_img, cat_vec, band_first, cell_start, items, limit, bounds, radius,
-           min_radius, fit_focal, iterations, max_pred, match, resid, scratch, n_bright=0, focal_passes=True):
+def refine(rot, f, dx, dy, weight, n_img, sky, bounds, radius, min_radius, fit_focal, iterations, max_pred, match,
+           resid, scratch, n_bright=0, focal_passes=True):
     """Match every image star to the predicted catalog, then re-solve: weighted Wahba (and focal length).
 
     Matching passes: predict the catalog stars on the image, match each image
@@ -581,6 +621,7 @@ def refine(rot, f, dx, dy, weight, n_img, cat_vec, band_first, cell_start, items
     int per catalog star of workspace. Returns ``(f, covariance, n_matched,
     rms_rad, n_predicted)``.
     """
+    cat_vec = sky[0]
     px = np.empty(max_pred)
     py = np.empty(max_pred)
     pidx = np.empty(max_pred, np.int64)
@@ -606,10 +647,9 @@ def refine(rot, f, dx, dy, weight, n_img, cat_vec, band_first, cell_start, items
     local[n_use:] = -1
     # the catalog query runs once: later passes re-project these candidates (the attitude moves by less than
     # the margin between passes)
-    ncand = _brightest_on_image(rot, f, cat_vec, band_first, cell_start, items, limit, bounds[0], bounds[1],
-                                bounds[2], bounds[3], 2.0 * r, pred_use, scratch)
+    ncand = _brightest_on_image(rot, f, sky, bounds, 2.0 * r, pred_use, scratch)
     cand = scratch[:ncand].copy()
-    for it in range(iterations):
+    for _ in range(iterations):
         npred = _reproject(rot, f, cat_vec, cand, ncand, bounds, px, py, pidx)
         match_nearest(dx, dy, n_use, px, py, npred, r, local, dist)
         to_vectors(dx, dy, n_use, f, obs)
@@ -637,8 +677,7 @@ def refine(rot, f, dx, dy, weight, n_img, cat_vec, band_first, cell_start, items
             r = r_new
         nm_prev = nm
     if nm >= 2 and n_use < n_img:
-        npred = predict(rot, f, cat_vec, band_first, cell_start, items, limit, bounds[0], bounds[1], bounds[2],
-                        bounds[3], 0.0, max_pred, px, py, pidx, scratch)
+        npred = predict(rot, f, sky, bounds, 0.0, max_pred, px, py, pidx, scratch)
         match_nearest(dx, dy, n_img, px, py, npred, r, local, dist)
         to_vectors(dx, dy, n_img, f, obs)
     settled = False
@@ -696,9 +735,7 @@ def refine(rot, f, dx, dy, weight, n_img, cat_vec, band_first, cell_start, items
 
 
 @nb.njit(cache=True)
-def lost_in_space(dx, dy, n_img, f_list, f_min, f_max, n_query, eps, bins, slot_start, pat_stars, pat_ratios,
-                  pat_largest, max_pattern, cat_vec, band_first, cell_start, items, limit, bounds, match_radius,
-                  n_verify, max_pred, log_threshold, max_candidates, skip, rot_out, scratch):
+def lost_in_space(dx, dy, n_img, patterns, sky, settings, max_pred, skip, rot_out, scratch):
     """Search the pattern database for the brightest image stars and verify each candidate attitude.
 
     Image patterns are every 4 of the ``n_query`` brightest stars, taken
@@ -719,6 +756,9 @@ def lost_in_space(dx, dy, n_img, f_list, f_min, f_max, n_query, eps, bins, slot_
     n_candidates, n_patterns)``: status SOLVED accepted (attitude in ``rot_out``),
     0 nothing accepted. ``scratch``: one int per catalog star of workspace.
     """
+    eps, bins, slot_start, pat_stars, pat_ratios, pat_largest, max_pattern = patterns
+    cat_vec = sky[0]
+    f_list, f_min, f_max, _, n_query, bounds, match_radius, n_verify, log_threshold, max_candidates, _ = settings
     nq = min(n_query, n_img)
     vec = np.empty((n_img, 3))
     quad = np.empty((4, 3))
@@ -801,8 +841,7 @@ def lost_in_space(dx, dy, n_img, f_list, f_min, f_max, n_query, eps, bins, slot_
                                 if math.sqrt(worst) * fc > match_radius:
                                     continue
                                 ncand += 1
-                                npr = predict(rot, fc, cat_vec, band_first, cell_start, items, limit, bounds[0],
-                                              bounds[1], bounds[2], bounds[3], 0.0, max_pred, px, py, pidx, scratch)
+                                npr = predict(rot, fc, sky, bounds, 0.0, max_pred, px, py, pidx, scratch)
                                 # verification stars: the brightest beyond the pattern's own four
                                 m = 0
                                 for i in range(nv):
@@ -912,21 +951,22 @@ def pinhole_offsets(x, y, sx, sy, order, cx, cy, f):
 
 
 @nb.njit(cache=True)
-def identify_frame(dx, dy, weight, f0, f_list, f_min, f_max, fit_focal, n_query, eps, bins, slot_start, pat_stars,
-                   pat_ratios, pat_largest, max_pattern, cat_vec, band_first, cell_start, items, limit, bounds,
-                   match_radius, n_verify, log_threshold, max_candidates, use_prior, prior, track_radius, rot,
-                   match, resid, scratch):
+def identify_frame(dx, dy, weight, f0, use_prior, prior, patterns, sky, settings, rot, match, resid, scratch):
     """Tracking (when ``use_prior``) then lost-in-space, then the refined weighted attitude, for one frame.
 
     ``dx, dy``: undistorted offsets (px) of the stars, brightest first;
-    ``weight``: 1/sigma^2 (rad^-2). Tracking predicts the catalog with
-    ``prior`` and matches within ``track_radius`` px; it is accepted when
+    ``weight``: 1/sigma^2 (rad^-2); ``f0`` the focal length to start from
+    (px). ``patterns``, ``sky``, ``settings``: the bundles of
+    :func:`pattern_tables`, :func:`sky_index`, :func:`solver_settings`.
+    Tracking predicts the catalog with ``prior`` (a 3x3 rotation) and
+    matches within the settings' ``track_radius`` px; it is accepted when
     ``P(Binomial(n, p) >= matched)`` is below ``exp(log_threshold)``.
     Otherwise :func:`lost_in_space` runs and its attitude is refined with all
     stars. Returns ``(status, mode, f, log_p, n_candidates, n_patterns,
     n_matched, rms_rad, covariance)`` with the status and mode of :mod:`startrack.flags`
     (``SOLVED``/``NOT_SOLVED``, ``TRACKING``/``LOST_IN_SPACE``).
     """
+    _, _, _, fit_focal, _, bounds, match_radius, n_verify, log_threshold, _, track_radius = settings
     n = dx.shape[0]
     area = (bounds[1] - bounds[0]) * (bounds[3] - bounds[2])
     max_pred = max(2 * n, 200)
@@ -938,9 +978,8 @@ def identify_frame(dx, dy, weight, f0, f_list, f_min, f_max, fit_focal, n_query,
         # (fitting it to a partial match within the wide tracking radius can lock in a wrong scale), every star
         # is then matched at the settled radius and the focal length refined with all of them; a wrong prior
         # matches no better than chance, fails the test below, and lost-in-space takes over
-        f, cov, nm, rms, npred = refine(rot, f0, dx, dy, weight, n, cat_vec, band_first, cell_start, items, limit,
-                                        bounds, track_radius, 1.0, fit_focal, 6, max_pred, match, resid, scratch,
-                                        REFINE_BRIGHT, False)
+        f, cov, nm, rms, npred = refine(rot, f0, dx, dy, weight, n, sky, bounds, track_radius, 1.0, fit_focal, 6,
+                                        max_pred, match, resid, scratch, REFINE_BRIGHT, False)
         # a prior off by about the tracking radius can settle on a half-right attitude (the field centre matched,
         # the edges not): its residuals are pixels where a true match's are the centroid noise, so they must stay
         # within TRACK_SPREAD times their CRLB (else lost-in-space decides)
@@ -952,16 +991,12 @@ def identify_frame(dx, dy, weight, f0, f_list, f_min, f_max, fit_focal, n_query,
             if logp < log_threshold:
                 return SOLVED, TRACKING, f, logp, 0, 0, nm, rms, cov
     for skip in range(4):
-        status, f, logp, ncand, npat = lost_in_space(dx, dy, n, f_list, f_min, f_max, n_query, eps, bins,
-                                                     slot_start, pat_stars, pat_ratios, pat_largest, max_pattern,
-                                                     cat_vec, band_first, cell_start, items, limit, bounds,
-                                                     match_radius, n_verify, 2 * n_verify, log_threshold,
-                                                     max_candidates, skip, rot, scratch)
+        status, f, logp, ncand, npat = lost_in_space(dx, dy, n, patterns, sky, settings, 2 * n_verify, skip, rot,
+                                                     scratch)
         if status != SOLVED:
             break
-        f, cov, nm, rms, npred = refine(rot, f, dx, dy, weight, n, cat_vec, band_first, cell_start, items, limit,
-                                        bounds, match_radius, 1.0, fit_focal, 6, max_pred, match, resid, scratch,
-                                        REFINE_BRIGHT)
+        f, cov, nm, rms, npred = refine(rot, f, dx, dy, weight, n, sky, bounds, match_radius, 1.0, fit_focal, 6,
+                                        max_pred, match, resid, scratch, REFINE_BRIGHT)
         # the refined solution must explain the stars better than chance at its own precision (a candidate
         # with a wrong scale matches a few stars near its pattern and fails here)
         r_eff = max(1.0, 3.0 * rms * f)

@@ -175,13 +175,19 @@ class StarIdentifier:
         cell = min(max(math.radians(_short_side(w, h, self.f_max)) / 6, math.radians(0.5)), math.radians(5.0))
         self._grid = K.build_sky_grid(catalog.propagate(DEFAULT_EPOCH), cell)
         self._buffer = np.empty((len(catalog), 3))
+        # the kernels' argument bundles; the catalog directions are rewritten in place by catalog_vectors
+        self._sky = K.sky_index(self._buffer, self._grid, self._limit)
+        self._patterns = self.database.kernel_tables()
+        self._settings = K.solver_settings(self.f_list, self.f_min, self.f_max, self.fit_focal, self.n_query,
+                                           self.bounds, self.match_radius, self.n_verify, self.log_threshold,
+                                           self.max_candidates, self.track_radius)
         self._key = self._last_time = ()
         self._scratch = np.empty(len(catalog), np.int64)  # kernel workspace: one identifier per thread
         self._eye = np.eye(3)
         self._hip = np.ascontiguousarray(catalog.hip, np.int64)
 
     @classmethod
-    def blind(cls, width, height, fov_range, **kw) -> "StarIdentifier":
+    def blind(cls, width, height, fov_range, **kw) -> StarIdentifier:
         """An identifier for an uncalibrated camera: only the image size and a field-of-view range (deg)."""
         lo, hi = _fov_range(fov_range)
         cam = Camera.from_fov(math.sqrt(lo * hi), width, height)
@@ -265,17 +271,14 @@ class StarIdentifier:
             u, v = cam.normalized(xs, ys)
             dx, dy = u * f0, v * f0
             weight = 1.0 / cam.angular_sigma(xs, ys, sxs, sys_) ** 2
-        vec = self.catalog_vectors(time)
+        self.catalog_vectors(time)  # into self._sky
         rot = np.empty((3, 3))
         match = np.empty(n, np.int64)
         resid = np.empty(n)
         prior_m = _propagate(prior.matrix, rate, dt) if use_prior else self._eye
-        db = self.database
         status, mode, f, logp, ncand, npat, nm, rms, cov = K.identify_frame(
-            dx, dy, weight, prior_f if use_prior else f0, self.f_list, self.f_min, self.f_max, self.fit_focal,
-            self.n_query, db.eps, db.bins, db.slot_start, db.stars, db.ratios, db.largest, db.max_pattern, vec,
-            *self._grid, self._limit, self.bounds, self.match_radius, self.n_verify, self.log_threshold,
-            self.max_candidates, use_prior, prior_m, self.track_radius, rot, match, resid, self._scratch)
+            dx, dy, weight, prior_f if use_prior else f0, use_prior, prior_m, self._patterns, self._sky,
+            self._settings, rot, match, resid, self._scratch)
         mode = ID_MODES[mode]
         if status != SOLVED:
             sol = self._fail(n_in, t0, f"no pattern of the {min(n, self.n_query)} brightest stars matched the "
@@ -285,9 +288,8 @@ class StarIdentifier:
         if self.fit_focal and cam.distortion is not None and abs(f / f0 - 1) > 1e-9:
             # the offsets were undistorted at the nominal focal length: redo them at the refined one
             u, v = cam.with_focal_length(f).normalized(xs, ys)
-            f, cov, nm, rms, _ = K.refine(rot, f, u * f, v * f, weight, n, vec, *self._grid, self._limit,
-                                          self.bounds, 2.0, 1.0, True, 2, max(2 * n, 200), match, resid,
-                                          self._scratch)
+            f, cov, nm, rms, _ = K.refine(rot, f, u * f, v * f, weight, n, self._sky, self.bounds, 2.0, 1.0, True, 2,
+                                          max(2 * n, 200), match, resid, self._scratch)
         full, hip, res = K.per_input_star(order, match, resid / ARCSEC, n_in, self._hip)
         sol = Solution("solved", "", Attitude(rot, cov), f, math.degrees(2 * math.atan(cam.width / 2.0 / f)),
                        full, hip, res, int(nm), rms / ARCSEC, math.exp(logp), mode, 0.0, int(ncand), int(npat))
