@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .validate import as_float, load_toml
+from .validate import as_float, toml_table
 
 __all__ = ["Sensor", "as_sensor"]
 
@@ -113,10 +113,7 @@ class Sensor:
         Keys: ``gain`` (DN/e-, required), ``offset`` (DN), ``dark_var`` (e-^2),
         ``read_noise`` (e-), ``saturation`` (DN).
         """
-        data = load_toml(path)
-        if "sensor" not in data:
-            raise ValueError(f"{path}: no [sensor] table")
-        return cls.from_dict(data["sensor"], source=str(path))
+        return cls.from_dict(toml_table(path, "sensor", "gain, offset, dark_var"), source=str(path))
 
     @classmethod
     def from_dict(cls, table: dict, source: str = "sensor table") -> Sensor:

@@ -21,7 +21,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 __all__ = ["as_image", "as_stack", "as_stamps", "as_positions", "as_mask", "roi_shape", "as_int", "as_float",
-           "as_sigma_pair", "one_of", "load_toml"]
+           "as_sigma_pair", "one_of", "load_toml", "toml_table"]
 
 
 def _numeric_array(value, name):
@@ -198,3 +198,11 @@ def load_toml(path, what="camera file") -> dict:
         raise ValueError(f"{path}: is a folder, not a {what}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{path}: not valid TOML ({exc})") from None
+
+
+def toml_table(path, table, keys="") -> dict:
+    """The ``[table]`` of a TOML file; its absence is a one-line ``ValueError`` naming the expected ``keys``."""
+    data = load_toml(path)
+    if table not in data:
+        raise ValueError(f"{path}: no [{table}] table" + (f" ({keys})" if keys else ""))
+    return data[table]

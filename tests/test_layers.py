@@ -108,3 +108,35 @@ def test_core_imports_no_front_end():
     micro = [f"{m} -> {t}" for m, targets in graph.items() if m.startswith("startrack.microscope")
              for t in targets if t.startswith(("startrack.sky", "startrack.calibration", "startrack.cli"))]
     assert not micro, "\n".join(micro)
+
+
+def _readme_rows():
+    """The README's map of the code: the package paths of its rows, in order."""
+    text = (PACKAGE.parent / "README.md").read_text()
+    section = text.split("## Map of the code", 1)[1].split("\n## ", 1)[0]
+    return [line.split("`")[1] for line in section.splitlines() if line.startswith("| `startrack/")]
+
+
+def _row_of(module, rows):
+    """Index of the README row that holds ``module`` (its file, or the deepest folder it lives in)."""
+    path = module.replace(".", "/")
+    best = None
+    for i, row in enumerate(rows):
+        if row == f"{path}.py" or (row.endswith("/") and (path + "/").startswith(row)):
+            if best is None or len(row) > len(rows[best]):
+                best = i
+    return best
+
+
+def test_readme_map_lists_the_tree_in_layer_order():
+    rows = _readme_rows()
+    missing = [row for row in rows if not (PACKAGE.parent / row).exists()]
+    assert not missing, f"README's map lists paths that do not exist: {missing}"
+    graph = _graph()
+    modules = [m for m in graph if m not in ("startrack", "startrack.__main__")]
+    unmapped = [m for m in modules if _row_of(m, rows) is None]
+    assert not unmapped, f"modules missing from README's map: {unmapped}"
+    # inside one front end (sky/, microscope/, ...) its parts may import each other; across rows only upwards
+    upward = [f"{m} -> {t}" for m in modules for t in graph[m] if t in graph and t != "startrack"
+              and _row_of(t, rows) > _row_of(m, rows) and m.split(".")[:2] != t.split(".")[:2]]
+    assert not upward, "README's map is not in layer order (an import of a row below):\n" + "\n".join(upward)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ..validate import as_float, as_int, load_toml
+from ..validate import as_float, as_int, toml_table
 
 __all__ = ["Camera"]
 
@@ -112,10 +112,8 @@ class Camera:
     @classmethod
     def from_toml(cls, path) -> Camera:
         """Load the ``[camera]`` table of a camera TOML file."""
-        data = load_toml(path)
-        if "camera" not in data:
-            raise ValueError(f"{path}: no [camera] table (focal_length_mm, pixel_pitch_um, width, height)")
-        return cls.from_dict(data["camera"], source=str(path))
+        return cls.from_dict(toml_table(path, "camera", "focal_length_mm, pixel_pitch_um, width, height"),
+                             source=str(path))
 
     @classmethod
     def from_dict(cls, table: dict, source: str = "camera table") -> Camera:
