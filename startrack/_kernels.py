@@ -154,8 +154,8 @@ def median_inplace(buf, m):
 
     Written out because ``np.median`` allocates a copy, and it runs once per
     star inside parallel loops over ROI borders of a few dozen pixels. Up to 64
-    values go through a branch-free sorting network (a 5x5 ROI's ring of 16 in
-    ~70 ns, 2.5x faster than insertion sort's mispredicted branches).
+    values go through a branch-free sorting network, which beats insertion
+    sort's mispredicted branches (benchmarks/BENCHMARKS.md, localisation core).
     """
     if m > 64:
         buf[:m].sort()

@@ -13,8 +13,7 @@ Kernels that need many inputs take them bundled in three tuples, built by
 unpacked by name at the top of each kernel: the catalog and its sky grid,
 the pattern database, and the identifier's settings. They are plain tuples
 on purpose: numba types a plain tuple argument in its C dispatcher, a
-namedtuple through Python (about 3 us per argument per call, measured: 8 %
-of a tracking solve).
+namedtuple through Python, which costs a tracking solve measurably.
 """
 
 from __future__ import annotations
