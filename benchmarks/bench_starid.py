@@ -313,6 +313,7 @@ def main(argv=None):
                    help="python of an environment with cedar-solve 0.5.1 (numpy < 2)")
     p.add_argument("--no-peers", action="store_true", help="startrack only")
     a = p.parse_args(argv)
+    a.work = a.work.resolve()  # cedar-solve reads a relative database path from its own package folder
     a.work.mkdir(parents=True, exist_ok=True)
     report = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.node()} {platform.processor()} "
               f"{platform.machine()}, python {platform.python_version()}", "frames": a.frames, "cameras": {}}
