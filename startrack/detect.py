@@ -10,7 +10,7 @@ maximum-likelihood fit starts, never the answer.
 from __future__ import annotations
 
 import math
-import warnings
+from time import perf_counter
 
 import cv2
 import numba as nb
@@ -20,9 +20,9 @@ from astropy.table import Table
 from ._kernels import median_inplace
 from .psf import roi_origin
 from .sensor import Sensor
-from .validate import as_float, as_image, as_int, as_mask, as_positions, as_stamps, roi_shape
+from .validate import as_float, as_frame, as_int, as_mask, as_positions, as_stamps, roi_shape
 
-__all__ = ["centroid", "detect", "background_map"]
+__all__ = ["centroid", "detect", "background_map", "cut_stamps", "stamp_origins"]
 
 
 @nb.njit(cache=True)
@@ -171,71 +171,311 @@ def centroid(image, positions, *, origins=None, roi=5, background="border", thre
                   "npix": res[:, 4].astype(np.int64)})
 
 
+@nb.njit(cache=True)
+def _grid_stats(image, mask, use_mask, tile, step, bg, sig):
+    """Per ``tile`` block: clipped median and 1.4826 MAD of every ``step``-th pixel each way (NaN if < 8 usable).
+
+    One pass over a decimated grid in the frame's own dtype (numba's median
+    is a selection, not a sort): the median, the MAD about it, and the median
+    of what lies within 3 robust sigmas of it (the stars clipped).
+    """
+    h, w = image.shape
+    ty, tx = bg.shape
+    side = (tile + step - 1) // step
+    buf = np.empty(side * side)
+    dev = np.empty(side * side)
+    for bi in range(ty):
+        for bj in range(tx):
+            m = 0
+            for r in range(bi * tile, min(h, (bi + 1) * tile), step):
+                for c in range(bj * tile, min(w, (bj + 1) * tile), step):
+                    v = float(image[r, c])
+                    if math.isfinite(v) and not (use_mask and mask[r, c]):
+                        buf[m] = v
+                        m += 1
+            if m < 8:
+                bg[bi, bj] = np.nan
+                sig[bi, bj] = np.nan
+                continue
+            med = np.median(buf[:m])
+            for k in range(m):
+                dev[k] = abs(buf[k] - med)
+            mad = np.median(dev[:m])
+            lim = 3.0 * 1.4826 * mad + 1e-12
+            k = 0
+            for i in range(m):
+                if abs(buf[i] - med) <= lim:
+                    dev[k] = buf[i]
+                    k += 1
+            bg[bi, bj] = np.median(dev[:k])
+            sig[bi, bj] = 1.4826 * mad
+
+
+def _fill(grid):
+    """NaN nodes (blocks with no usable pixel) take the median of the usable ones."""
+    ok = np.isfinite(grid)
+    if not ok.any():
+        raise ValueError("image has no finite pixels")
+    return np.where(ok, grid, np.median(grid[ok]))
+
+
+def _sky_grid(image, tile, mask=None, samples=16):
+    """Background and noise on the block grid of ``image`` (any real dtype), ``samples`` x ``samples`` per block."""
+    h, w = image.shape
+    tile = max(1, min(int(tile), h, w))
+    ty, tx = -(-h // tile), -(-w // tile)
+    bg = np.empty((ty, tx))
+    sig = np.empty((ty, tx))
+    use_mask = mask is not None
+    _grid_stats(image, mask if use_mask else np.zeros((1, 1), bool), use_mask, tile, max(1, tile // samples), bg,
+                sig)
+    return _fill(bg), _fill(sig), tile
+
+
+def _upsample(grid, tile, shape):
+    """The block grid bilinearly interpolated to full resolution (block centres at ``tile (i + 1/2) - 1/2``)."""
+    if grid.size == 1:
+        return np.full(shape, grid[0, 0])
+    ty, tx = grid.shape
+    full = cv2.resize(grid.astype(np.float32), (tx * tile, ty * tile), interpolation=cv2.INTER_LINEAR)
+    return full[: shape[0], : shape[1]].astype(np.float64)
+
+
 def background_map(image, tile=64, mask=None):
     """Smooth sky background and robust noise (both in image units).
 
-    Sigma-clipped medians over ``tile`` x ``tile`` blocks, interpolated back
-    to full resolution (bilinear), so a moonlit gradient or vignetting does not
-    lift faint stars over the threshold in one corner and bury them in another.
+    Sigma-clipped medians of ``tile`` x ``tile`` blocks, each from a 16 x 16
+    grid of its pixels (one pass in the frame's own dtype), interpolated back
+    to full resolution (bilinear), so a moonlit gradient or vignetting does
+    not lift faint stars over the threshold in one corner and bury them in
+    another. :func:`detect` uses the same block statistics without the
+    full-resolution map.
 
     Returns
     -------
     background : 2-D array
     sigma : float
-        Robust (MAD) standard deviation of the background-subtracted pixels.
+        Robust (MAD) standard deviation of the pixels about their block's
+        background: the median over the blocks.
     """
-    img = as_image(image)
-    valid = np.isfinite(img)
-    if mask is not None:
-        valid &= ~np.asarray(mask, dtype=bool)
-    if not valid.any():
-        raise ValueError("image has no finite pixels")
-    h, w = img.shape
-    ty = max(1, int(math.ceil(h / tile)))
-    tx = max(1, int(math.ceil(w / tile)))
-    work = np.where(valid, img, np.nan)
-    pad = np.full((ty * tile, tx * tile), np.nan)
-    pad[:h, :w] = work
-    blocks = pad.reshape(ty, tile, tx, tile).transpose(0, 2, 1, 3).reshape(ty, tx, -1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        med = np.nanmedian(blocks, axis=2)
-    # One clipping pass drops the stars in the block before the final median.
-    mad = np.nanmedian(np.abs(blocks - med[..., None]), axis=2)
+    img = as_frame(image)
+    mask = as_mask(mask, img.shape)
+    bg, sig, tile = _sky_grid(img, as_int(tile, "tile", minimum=4), mask)
+    return _upsample(bg, tile, img.shape), float(np.median(sig))
+
+
+@nb.njit(cache=True)
+def _node(grid, tile, r, c):
+    """Bilinear value of the block grid at pixel (r, c), as :func:`_upsample` (edges held)."""
+    ty, tx = grid.shape
+    fy = min(max((r + 0.5) / tile - 0.5, 0.0), ty - 1.0)
+    fx = min(max((c + 0.5) / tile - 0.5, 0.0), tx - 1.0)
+    i = min(int(fy), ty - 2) if ty > 1 else 0
+    j = min(int(fx), tx - 2) if tx > 1 else 0
+    a = fy - i
+    b = fx - j
+    i1 = min(i + 1, ty - 1)
+    j1 = min(j + 1, tx - 1)
+    return ((1 - a) * ((1 - b) * grid[i, j] + b * grid[i, j1]) + a * ((1 - b) * grid[i1, j] + b * grid[i1, j1]))
+
+
+@nb.njit(cache=True)
+def _find_peaks(filt, image, mask, use_mask, bg, sig, tile, threshold, gain_y, gain_x, dy, dx, box, out):
+    """Local maxima of the filtered frame above ``threshold`` local sigmas, brightest test last.
+
+    A block's pixels are first compared with the lowest threshold any pixel
+    of the block can have (its 3 x 3 nodes' least background and noise), so
+    that only candidates pay for the interpolation and the neighbourhood
+    test. A peak is at least every pixel at offsets ``(dy, dx)``; of equal
+    neighbours the first in raster order wins (one peak per flat top).
+    ``out`` rows: row, column, filtered height above background, local
+    sigma, background. ``gain_y``, ``gain_x`` raise the threshold near the
+    edges (:func:`_edge_gain`). Returns the number of peaks (at most ``len(out)``).
+    """
+    h, w = filt.shape
+    ty, tx = bg.shape
+    r0, r1, c0, c1 = box
+    n = 0
+    for bi in range(ty):
+        for bj in range(tx):
+            lo_b = np.inf
+            lo_s = np.inf
+            for i in range(max(bi - 1, 0), min(bi + 2, ty)):
+                for j in range(max(bj - 1, 0), min(bj + 2, tx)):
+                    lo_b = min(lo_b, bg[i, j])
+                    lo_s = min(lo_s, sig[i, j])
+            pre = lo_b + threshold * lo_s
+            for r in range(max(bi * tile, r0), min((bi + 1) * tile, r1)):
+                for c in range(max(bj * tile, c0), min((bj + 1) * tile, c1)):
+                    v = filt[r, c]
+                    if v <= pre:
+                        continue
+                    b = _node(bg, tile, r, c)
+                    s = _node(sig, tile, r, c) * gain_y[r] * gain_x[c]
+                    if v - b <= threshold * s or not math.isfinite(float(image[r, c])):
+                        continue
+                    if use_mask and mask[r, c]:
+                        continue
+                    peak = True
+                    for k in range(dy.shape[0]):
+                        rr = r + dy[k]
+                        cc = c + dx[k]
+                        if 0 <= rr < h and 0 <= cc < w:
+                            u = filt[rr, cc]
+                            if u > v or (u == v and (dy[k] < 0 or (dy[k] == 0 and dx[k] < 0))):
+                                peak = False
+                                break
+                    if peak:
+                        if n == out.shape[0]:
+                            return n
+                        out[n, 0] = r
+                        out[n, 1] = c
+                        out[n, 2] = v - b
+                        out[n, 3] = s
+                        out[n, 4] = b
+                        n += 1
+    return n
+
+
+def stamp_origins(x, y, size, shape):
+    """(column, row) of the first pixel of ``size`` x ``size`` stamps around pixels (x, y), kept inside the frame.
+
+    A stamp near the edge slides inwards rather than hanging off the frame, so
+    a window that reaches past the frame also reaches past its stamp and is
+    flagged ``edge`` exactly as on the frame.
+    """
+    h, w = shape
+    col = np.clip(np.rint(np.asarray(x, float)).astype(np.int64) - size // 2, 0, max(w - size, 0))
+    row = np.clip(np.rint(np.asarray(y, float)).astype(np.int64) - size // 2, 0, max(h - size, 0))
+    return np.column_stack([col, row])
+
+
+@nb.njit(cache=True)
+def _cut(image, origins, out):
+    h, w = image.shape
+    size = out.shape[1]
+    for k in range(origins.shape[0]):
+        for i in range(size):
+            r = origins[k, 1] + i
+            for j in range(size):
+                c = origins[k, 0] + j
+                out[k, i, j] = float(image[r, c]) if 0 <= r < h and 0 <= c < w else np.nan
+
+
+def cut_stamps(image, origins, size):
+    """Float64 ``size`` x ``size`` cut-outs of a frame (any dtype) at ``origins`` (n, 2) (column, row); NaN off it."""
+    origins = np.ascontiguousarray(origins, dtype=np.int64).reshape(-1, 2)
+    out = np.empty((len(origins), size, size))
+    _cut(as_frame(image), origins, out)
+    return out
+
+
+def _filtered(img, smooth, mask):
+    """The frame matched-filtered by a Gaussian of radius ``smooth`` (float32; unusable pixels at the local sky)."""
+    bad = mask
+    if img.dtype.kind == "f":
+        nonfinite = ~np.isfinite(img)
+        if nonfinite.any():
+            bad = nonfinite if bad is None else (bad | nonfinite)
+    if bad is not None:
+        # a hole must not ring: fill it with the local sky before filtering
+        bg, _, tile = _sky_grid(img, 64, bad)
+        img = np.where(bad, _upsample(bg, tile, img.shape), img)
+    out = img.astype(np.float32)  # OpenCV's float32 blur is ~3x its 16-bit-to-float one
+    if smooth:
+        k = int(2 * math.ceil(3 * smooth) + 1)
+        cv2.GaussianBlur(out, (k, k), smooth, dst=out, borderType=cv2.BORDER_REFLECT)
+    return out
+
+
+def _elongated(stamps, background, sigma, nsigma=3.0):
+    """Line-like detections: the pixels above ``nsigma`` noise in each stamp spread along one axis.
+
+    A satellite trail or a lit roof edge crossing a stamp fills it along the
+    line: the larger eigenvalue of the covariance of its above-threshold
+    pixels' coordinates exceeds 4 px^2 and 4x the smaller one. A star, even
+    saturated, spreads evenly; two stars inside one stamp spread less than 4 px^2.
+    """
+    n, size, _ = stamps.shape
+    if n == 0:
+        return np.zeros(0, bool)
     with np.errstate(invalid="ignore"):
-        keep = np.abs(blocks - med[..., None]) <= 3.0 * 1.4826 * mad[..., None] + 1e-12
-    clipped = np.where(keep, blocks, np.nan)
-    with warnings.catch_warnings():  # all-NaN blocks (masked areas) are expected
-        warnings.simplefilter("ignore", RuntimeWarning)
-        med2 = np.nanmedian(clipped, axis=2)
-    global_med = np.nanmedian(work)
-    med2 = np.where(np.isfinite(med2), med2, global_med)
-    if ty == 1 and tx == 1:
-        bg = np.full((h, w), med2[0, 0])
-    else:
-        bg = cv2.resize(med2.astype(np.float32), (tx * tile, ty * tile), interpolation=cv2.INTER_LINEAR)
-        bg = bg[:h, :w].astype(np.float64)
-    resid = (img - bg)[valid]
-    sigma = 1.4826 * float(np.median(np.abs(resid - np.median(resid))))
-    if not sigma > 0:
-        sigma = float(np.std(resid))
-    return bg, sigma
+        on = (stamps - background[:, None, None]) > nsigma * sigma[:, None, None]
+    yy, xx = np.mgrid[0:size, 0:size]
+    cnt = np.maximum(on.sum(axis=(1, 2)), 1)
+    mx = (on * xx).sum(axis=(1, 2)) / cnt
+    my = (on * yy).sum(axis=(1, 2)) / cnt
+    cxx = (on * xx**2).sum(axis=(1, 2)) / cnt - mx**2
+    cyy = (on * yy**2).sum(axis=(1, 2)) / cnt - my**2
+    cxy = (on * xx * yy).sum(axis=(1, 2)) / cnt - mx * my
+    half = 0.5 * (cxx + cyy)
+    root = np.sqrt(np.maximum(0.25 * (cxx - cyy) ** 2 + cxy**2, 0.0))
+    major, minor = half + root, half - root
+    return (major > 4.0) & (major > 4.0 * np.maximum(minor, 0.0))
+
+
+def _edge_gain(n, smooth):
+    """Per row (or column) of a frame n px long: the filtered noise's sigma relative to mid-frame.
+
+    Near an edge the reflected border counts pixels twice, so white noise
+    comes out of the matched filter up to ~1.4x stronger per axis.
+    """
+    gain = np.ones(n)
+    if not smooth:
+        return gain
+    g = cv2.getGaussianKernel(int(2 * math.ceil(3 * smooth) + 1), smooth)[:, 0]
+    half = len(g) // 2
+    base = np.sum(g**2)
+    for p in [*range(min(half, n)), *range(max(n - half, half), n)]:
+        idx = p + np.arange(-half, half + 1)
+        idx = np.where(idx < 0, -idx - 1, idx)
+        idx = np.where(idx >= n, 2 * n - idx - 1, idx)
+        w = np.bincount(np.clip(idx, 0, n - 1), weights=g, minlength=n)
+        gain[p] = math.sqrt(np.sum(w**2) / base)
+    return gain
+
+
+def _region_box(region, shape):
+    """(row0, row1, col0, col1) of a region given as (x0, y0, x1, y1) px, and its mask if it is one."""
+    h, w = shape
+    if region is None:
+        return (0, h, 0, w), None
+    arr = np.asarray(region)
+    if arr.dtype == bool:
+        inside = as_mask(arr, shape, "region")
+        return (0, h, 0, w), ~inside
+    box = np.asarray(region, dtype=float).ravel()
+    if box.shape != (4,) or not np.all(np.isfinite(box)):
+        raise ValueError(f"region must be (x0, y0, x1, y1) in px or a boolean mask of the frame, got {region!r}")
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    x0, x1 = max(0, min(x0, x1)), min(w, max(x0, x1))
+    y0, y1 = max(0, min(y0, y1)), min(h, max(y0, y1))
+    if x1 <= x0 or y1 <= y0:
+        raise ValueError(f"region {region!r} does not overlap the {w}x{h} frame")
+    return (y0, y1, x0, x1), None
 
 
 def detect(image, sensor: Sensor | None = None, *, threshold=5.0, smooth=1.0, roi=5, min_separation=2.5,
-           max_stars=None, mask=None, tile=64, border=0):
+           max_stars=None, mask=None, region=None, tile=64, border=0, stamps=None):
     """Find stars in a frame and measure their centre of gravity.
+
+    One pass over the frame in its own dtype: a Gaussian matched filter
+    (OpenCV, to float32), sigma-clipped background and noise of the filtered
+    frame on a block grid, and local maxima above ``threshold`` local sigmas;
+    only the detections are then cut out ("stamps") for the centre of
+    gravity. No full-resolution background map is made.
 
     Parameters
     ----------
     image : 2-D array
-        Raw frame (DN). Non-finite pixels are ignored.
+        Raw frame (DN), uint8, uint16 or float. Non-finite pixels are ignored.
     sensor : Sensor, optional
         When given, saturated pixels are recognised and ``flux`` is in e-;
         otherwise fluxes stay in image units.
     threshold : float
         Detection threshold in standard deviations of the matched-filtered
-        background noise.
+        background noise (measured per block, so a bright moon's noisier sky
+        does not fill the frame with detections).
     smooth : float
         Radius (px) of the Gaussian matched filter applied before
         thresholding; 0 disables it. About the PSF radius, and at least 0.7 px
@@ -246,13 +486,22 @@ def detect(image, sensor: Sensor | None = None, *, threshold=5.0, smooth=1.0, ro
         A star must be the brightest point of the filtered image within this
         radius (px); fainter maxima nearer to it are taken for its wings.
     max_stars : int, optional
-        Keep only the brightest ``max_stars``.
+        Keep only the brightest ``max_stars`` (a tracker needs ~50): the
+        centre of gravity is taken for those only.
     mask : 2-D bool array, optional
         True where pixels must be ignored.
+    region : (x0, y0, x1, y1) or 2-D bool array, optional
+        Search only this box (px, end exclusive) or where the mask is True;
+        the background still comes from the whole frame.
     tile : int
-        Block size (px) of the background map.
+        Block size (px) of the background grid.
     border : int
         Ignore maxima closer than this to the image edge.
+    stamps : int, optional
+        Also return, in ``meta["stamps"]`` and ``meta["stamp_origins"]``, a
+        ``stamps`` x ``stamps`` float cut-out of the frame around each star
+        (for :func:`startrack.localize` on stamps, without a float copy of the
+        frame).
 
     Returns
     -------
@@ -260,47 +509,56 @@ def detect(image, sensor: Sensor | None = None, *, threshold=5.0, smooth=1.0, ro
         One row per star, brightest first: ``id, x_cg, y_cg, peak`` (above
         background, image units), ``flux`` (e- with a sensor, else image
         units), ``background`` (image units), ``snr`` (peak over noise of the
-        filtered image), ``npix`` and ``saturated``. Empty when the sky is empty.
+        filtered image), ``npix``, ``saturated`` and ``elongated`` (a piece
+        of a line: a trail or a lit edge, not a star). Empty when the sky is
+        empty. ``meta``: ``noise_sigma_filtered`` (median over the blocks),
+        ``noise_sigma`` (the raw pixels' equivalent white noise),
+        ``background_level`` (median background), ``threshold_sigma``,
+        ``time_s`` (seconds spent on the background, the peaks and the CG).
     """
-    img = as_image(image)
+    img = as_frame(image)
     roi = as_int(roi, "roi", minimum=2)
     threshold = as_float(threshold, "threshold", positive=True, unit="sigmas")
+    smooth = as_float(smooth, "smooth", nonnegative=True, unit="px")
     mask = as_mask(mask, img.shape)
-    valid = np.isfinite(img)
-    if mask is not None:
-        valid &= ~mask
-    if not valid.any():
-        raise ValueError("image has no finite pixels")
-    bg, _ = background_map(img, tile=tile, mask=~valid)
-    resid = np.where(valid, img - bg, 0.0)
-    if smooth and smooth > 0:
-        k = int(2 * math.ceil(3 * smooth) + 1)
-        filt = cv2.GaussianBlur(resid, (k, k), smooth, borderType=cv2.BORDER_REFLECT)
-    else:
-        filt = resid
-    fv = filt[valid]
-    sig = 1.4826 * float(np.median(np.abs(fv - np.median(fv))))
-    if not sig > 0:
-        sig = float(np.std(fv)) or 1.0
-    above = (filt > threshold * sig) & valid
-    # A star is a pixel that is the maximum of the filtered image within min_separation;
-    # ties (flat saturated tops) are merged into one peak per connected plateau.
+    box, outside = _region_box(region, img.shape)
+    search_mask = mask if outside is None else (outside if mask is None else (mask | outside))
+    t0 = perf_counter()
+    filt = _filtered(img, smooth, mask)
+    bg, sig, tile = _sky_grid(filt, as_int(tile, "tile", minimum=4), mask)
+    t1 = perf_counter()
+    if not np.all(sig > 0):
+        sig = np.maximum(sig, max(float(np.max(sig)), 1e-6) * 1e-3)
     rad = max(1, int(min_separation))
     disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * rad + 1, 2 * rad + 1))
-    peaks = above & (filt >= cv2.dilate(filt, disk))
-    if border:
-        peaks[:border] = peaks[-border:] = False
-        peaks[:, :border] = peaks[:, -border:] = False
-    nlab, lab, _, cents = cv2.connectedComponentsWithStats(peaks.astype(np.uint8), connectivity=8)
-    px = np.rint(cents[1:, 0]).astype(np.int64)
-    py = np.rint(cents[1:, 1]).astype(np.int64)
-    strength = filt[py, px]
-    order = np.argsort(-strength, kind="stable")
-    py, px, strength = py[order], px[order], strength[order]
+    dy, dx = (np.nonzero(disk)[k] - rad for k in (0, 1))
+    keep = (dy != 0) | (dx != 0)
+    b = as_int(border, "border", minimum=0)
+    box = (max(box[0], b), min(box[1], img.shape[0] - b), max(box[2], b), min(box[3], img.shape[1] - b))
+    use_mask = search_mask is not None
+    gain_y, gain_x = _edge_gain(img.shape[0], smooth), _edge_gain(img.shape[1], smooth)
+    cap = 4096
+    while True:
+        found = np.empty((cap, 5))
+        n = _find_peaks(filt, img, search_mask if use_mask else np.zeros((1, 1), bool), use_mask, bg, sig, tile,
+                        threshold, gain_y, gain_x, dy[keep].astype(np.int64), dx[keep].astype(np.int64), box, found)
+        if n < cap:
+            break
+        cap *= 4
+    found = found[:n][np.argsort(-found[:n, 2], kind="stable")]
     if max_stars is not None:
-        py, px, strength = py[:max_stars], px[:max_stars], strength[:max_stars]
-    xy = np.column_stack([px, py]).astype(float)
-    cg = centroid(np.where(valid, img - bg, np.nan), xy, roi=roi, background=0.0, threshold=0.0)
+        found = found[: as_int(max_stars, "max_stars", minimum=1)]
+    t2 = perf_counter()
+    py = found[:, 0].astype(np.int64)
+    px = found[:, 1].astype(np.int64)
+    size = max(roi, int(stamps or 0))
+    origins = stamp_origins(px, py, size, img.shape)
+    cut = cut_stamps(img, origins, size)
+    if len(px):
+        cg = centroid(cut, np.column_stack([px, py]).astype(float), origins=origins, roi=roi,
+                      background=found[:, 4], threshold=0.0)
+    else:
+        cg = dict.fromkeys(("x_cg", "y_cg", "flux_cg", "npix"), np.zeros(0))
     x_cg = np.where(np.isfinite(cg["x_cg"]), cg["x_cg"], px)
     y_cg = np.where(np.isfinite(cg["y_cg"]), cg["y_cg"], py)
     flux = np.asarray(cg["flux_cg"], float)
@@ -308,19 +566,30 @@ def detect(image, sensor: Sensor | None = None, *, threshold=5.0, smooth=1.0, ro
     if sensor is not None:
         flux = flux / sensor.gain
         if sensor.saturation is not None:
-            satmap = (img >= sensor.saturation).astype(np.uint8)
-            satmap = cv2.dilate(satmap, np.ones((roi, roi), np.uint8))
-            sat = satmap[py, px].astype(bool)
+            win = stamp_origins(px, py, roi, img.shape) - origins  # the CG window inside each stamp
+            rr = win[:, 1, None, None] + np.arange(roi)[None, :, None]
+            cc = win[:, 0, None, None] + np.arange(roi)[None, None, :]
+            with np.errstate(invalid="ignore"):
+                sat = np.any(cut[np.arange(len(px))[:, None, None], rr, cc] >= sensor.saturation, axis=(1, 2))
+    # the filter's noise gain for white noise: the 2-D kernel's L2 norm, (sum g^2) of its separable halves
+    norm = float(np.sum(cv2.getGaussianKernel(int(2 * math.ceil(3 * smooth) + 1), smooth) ** 2)) if smooth else 1.0
     t = Table()
     t["id"] = np.arange(1, len(px) + 1)
     t["x_cg"] = x_cg
     t["y_cg"] = y_cg
-    t["peak"] = resid[py, px]
+    t["peak"] = cut[np.arange(len(px)), py - origins[:, 1], px - origins[:, 0]] - found[:, 4]
     t["flux"] = flux
-    t["background"] = bg[py, px]
-    t["snr"] = strength / sig
+    t["background"] = found[:, 4]
+    t["snr"] = found[:, 2] / found[:, 3]
     t["npix"] = np.asarray(cg["npix"])
     t["saturated"] = sat
-    t.meta["noise_sigma_filtered"] = sig
+    t["elongated"] = _elongated(cut, found[:, 4], found[:, 3] / norm)
+    t.meta["noise_sigma_filtered"] = float(np.median(sig))
+    t.meta["noise_sigma"] = float(np.median(sig)) / norm
+    t.meta["background_level"] = float(np.median(bg))
     t.meta["threshold_sigma"] = float(threshold)
+    t.meta["time_s"] = {"background": t1 - t0, "peaks": t2 - t1, "cg": perf_counter() - t2}
+    if stamps:
+        t.meta["stamps"] = cut
+        t.meta["stamp_origins"] = origins
     return t

@@ -10,23 +10,23 @@ go through it.
 
 from __future__ import annotations
 
-import warnings
+from time import perf_counter
 
 import numpy as np
 from astropy.table import Table
 
-from .detect import detect
+from .detect import centroid, detect
 from .flags import BAD_FIT
 from .localize import localize
 from .psf import PSFModel
 from .sensor import as_sensor
-from .validate import as_image, as_int, one_of
+from .validate import as_frame, as_int, one_of
 
 __all__ = ["measure_stars", "DETECTION_COLUMNS"]
 
 #: Columns of :func:`startrack.detect` that :func:`measure_stars` keeps beside the fit's (``flux`` and
 #: ``background`` are the fit's: the detection's are only its start).
-DETECTION_COLUMNS = ("x_cg", "y_cg", "peak", "snr", "npix", "saturated")
+DETECTION_COLUMNS = ("x_cg", "y_cg", "peak", "snr", "npix", "saturated", "elongated")
 
 
 def _peak_fraction(model: PSFModel) -> float:
@@ -34,8 +34,8 @@ def _peak_fraction(model: PSFModel) -> float:
     return float(model.image(2.0, 2.0, (5, 5))[2, 2])
 
 
-def measure_stars(image, model, sensor=None, *, threshold=5.0, roi=None, max_stars=None, fit="all",
-                  keep_bad=False) -> Table:
+def measure_stars(image, model, sensor=None, *, threshold=5.0, roi=None, max_stars=None, region=None, fit="all",
+                  keep_bad=False, detections=None) -> Table:
     """Stars of a frame with their Cramér–Rao bounds: detection, CG start, Poisson MLE.
 
     Parameters
@@ -53,16 +53,24 @@ def measure_stars(image, model, sensor=None, *, threshold=5.0, roi=None, max_sta
         Width (px) of the CG and fitting window; default the model's own
         (:meth:`PSFModel.default_roi`).
     max_stars : int, optional
-        Keep only the brightest ``max_stars`` detections.
+        Keep only the brightest ``max_stars`` detections (brightest first:
+        a tracker needs ~50); only those are fitted.
+    region : (x0, y0, x1, y1) or 2-D bool array, optional
+        Look for stars only in this box (px) or where the mask is True
+        (see :func:`startrack.detect`).
     fit : {"all", "xy"}
         Fit x, y, flux and background, or only x, y with the flux and the
         background held at the detection's.
     keep_bad : bool
         False (default): drop fits that failed (flags in
         :data:`startrack.flags.BAD_FIT`, no finite ``x_err``, no positive
-        flux) and single hot pixels; the number of hot pixels dropped is in
-        ``meta["hot_pixels_rejected"]``. True: keep every detection with its
-        flags and its ``hot_pixel`` mark.
+        flux), single hot pixels and pieces of lines (trails, lit edges:
+        the detection's ``elongated``); the numbers dropped are in
+        ``meta["hot_pixels_rejected"]`` and ``meta["elongated_rejected"]``.
+        True: keep every detection with its flags and marks.
+    detections : Table, optional
+        A :func:`startrack.detect` table made with ``stamps=roi + 4``, to
+        fit instead of detecting again.
 
     Returns
     -------
@@ -86,31 +94,52 @@ def measure_stars(image, model, sensor=None, *, threshold=5.0, roi=None, max_sta
     >>> len(stars), bool(abs(stars["x"][0] - 15.3) < 5 * stars["x_err"][0])
     (1, True)
     """
-    img = as_image(image)
-    if not np.isfinite(img).any():
+    img = as_frame(image)
+    if img.dtype.kind == "f" and not np.isfinite(img).any():
         raise ValueError("the frame has no finite pixels (all NaN)")
     if not isinstance(model, PSFModel):
         raise ValueError(f"model must be a startrack PSF model (e.g. GaussianPSF(0.3)), got {type(model).__name__}")
     sensor = as_sensor(sensor)
     fit = one_of(fit, "fit", ("all", "xy"))
     roi = model.default_roi() if roi is None else as_int(roi, "roi", minimum=3)
-    with warnings.catch_warnings():
-        # tiles of NaN pixels leave NaN medians in the background map; detect ignores them
-        warnings.simplefilter("ignore", RuntimeWarning)
-        det = detect(img, sensor, threshold=threshold, roi=roi, max_stars=max_stars)
-    frac = np.asarray(det["peak"], float) / sensor.gain / np.maximum(np.asarray(det["flux"], float), 1e-9)
-    hot = frac > 0.5 * (1.0 + _peak_fraction(model))
-    rejected = 0
+    times = {}
+    if detections is None:
+        # the fit's window is centred on the CG, within a pixel or two of the peak the stamp is centred on
+        det = detect(img, sensor, threshold=threshold, smooth=max(0.7, model.equivalent_radius()), roi=roi,
+                     max_stars=max_stars, region=region, stamps=roi + 4)
+    else:
+        det = detections
+    times.update(det.meta["time_s"])
+    if "stamps" not in det.meta:
+        raise ValueError("detections must come from startrack.detect(..., stamps=roi + 4)")
+    stamps, origins = det.meta["stamps"], det.meta["stamp_origins"]
+    # A hot pixel's share of its window's light, against the window's own border: beside a lit edge the
+    # block background is far below the local sky, whose light would hide the spike in the window's sum.
+    hot = np.zeros(len(det), bool)
+    if len(det):
+        peak_xy = np.column_stack([np.rint(det["x_cg"]), np.rint(det["y_cg"])])
+        local = centroid(stamps, peak_xy, origins=origins, roi=roi, background="border", threshold=None)
+        top = np.asarray(det["peak"], float) + np.asarray(det["background"], float)
+        frac = (top - np.asarray(local["background"])) / np.maximum(np.asarray(local["flux_cg"], float), 1e-9)
+        hot = frac > 0.5 * (1.0 + _peak_fraction(model))
+    line = np.asarray(det["elongated"], bool)
+    rejected = (0, 0)
     if not keep_bad:
-        rejected = int(hot.sum())
-        det, hot = det[~hot], hot[~hot]
+        rejected = (int(hot.sum()), int((line & ~hot).sum()))
+        good = ~hot & ~line
+        det, hot, stamps, origins = det[good], hot[good], stamps[good], origins[good]
     kw = {}
     params = ("x", "y", "flux", "background")
     if fit == "xy":
         params = ("x", "y")
         bg_e = (np.asarray(det["background"], float) - sensor.offset) / sensor.gain - sensor.dark_var
         kw = {"flux": np.asarray(det["flux"], float), "background": np.maximum(bg_e, 0.0)}
-    res = localize(img, det, model, sensor, roi=roi, fit=params, **kw)
+    t0 = perf_counter()
+    if len(det):
+        res = localize(stamps, det, model, sensor, origins=origins, roi=roi, fit=params, **kw)
+    else:  # an empty sky: the fit's empty table, from a stand-in frame
+        res = localize(np.zeros((roi, roi)), det, model, sensor, roi=roi, fit=params, **kw)
+    times["mle"] = perf_counter() - t0
     res.add_column(det["id"], index=0)
     for col in DETECTION_COLUMNS:
         res[col] = det[col]
@@ -120,6 +149,7 @@ def measure_stars(image, model, sensor=None, *, threshold=5.0, roi=None, max_sta
         res = res[ok & (np.asarray(res["flux"], float) > 0)]
     # NaN fluxes (failed fits kept with keep_bad) sort last
     res = res[np.argsort(-np.asarray(res["flux"], float), kind="stable")]
-    res.meta.update(det.meta)
-    res.meta["hot_pixels_rejected"] = rejected
+    res.meta.update({k: v for k, v in det.meta.items() if k not in ("stamps", "stamp_origins")})
+    res.meta["hot_pixels_rejected"], res.meta["elongated_rejected"] = rejected
+    res.meta["time_s"] = times
     return res

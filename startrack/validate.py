@@ -20,8 +20,8 @@ try:  # Python >= 3.11
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-__all__ = ["as_image", "as_stack", "as_stamps", "as_positions", "as_mask", "roi_shape", "as_int", "as_float",
-           "as_sigma_pair", "one_of", "load_toml", "toml_table"]
+__all__ = ["as_image", "as_frame", "as_stack", "as_stamps", "as_positions", "as_mask", "roi_shape", "as_int",
+           "as_float", "as_sigma_pair", "one_of", "load_toml", "toml_table"]
 
 
 def _numeric_array(value, name):
@@ -41,6 +41,14 @@ def as_image(image, name="image") -> np.ndarray:
     if arr.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array (one frame), got {arr.ndim}-D with shape {arr.shape}")
     return np.ascontiguousarray(arr, dtype=np.float64)
+
+
+def as_frame(image, name="image") -> np.ndarray:
+    """One 2-D frame in its own real dtype (uint8, uint16, float32 ...), contiguous, no copy when it already is."""
+    arr = _numeric_array(image, name)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array (one frame), got {arr.ndim}-D with shape {arr.shape}")
+    return np.ascontiguousarray(arr)
 
 
 def as_stack(stack, name="stack", *, min_size=1) -> np.ndarray:

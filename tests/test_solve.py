@@ -44,7 +44,9 @@ def test_solve_frames_with_bad_input(frames, tmp_path, capsys):
     t = Table.read(out)
     assert list(t.colnames) == ["file", "status", "reason", "ra_deg", "dec_deg", "roll_deg", "qx", "qy", "qz", "qw",
                                 "fov_deg", "focal_length_px", "n_detected", "n_matched", "rms_arcsec",
-                                "sigma_cross_arcsec", "sigma_roll_arcsec", "p_false", "time_ms"]
+                                "sigma_cross_arcsec", "sigma_roll_arcsec", "p_false", "time_ms", "t_read_ms",
+                                "t_background_ms", "t_detect_ms", "t_cg_ms", "t_mle_ms", "t_identify_ms",
+                                "t_attitude_ms"]
     status = dict(zip([r.split("/")[-1] for r in t["file"]], zip(t["status"], t["reason"], strict=True),
                       strict=True))
     assert status["sample_frame.fits"][0] == "solved"

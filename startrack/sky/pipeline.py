@@ -17,21 +17,25 @@ from time import perf_counter
 import numpy as np
 from astropy.table import Table
 
-from ..detect import background_map
+from ..detect import background_map, detect
 from ..measure import measure_stars
 from ..psf import PSFModel
 from ..sensor import Sensor
-from ..validate import as_image
+from ..validate import as_frame
 from .camera import Camera
 from .catalog import parse_time, vector_to_radec
 from .starid.solver import Solution, StarIdentifier
 
-__all__ = ["solve_frame", "solve_frames", "estimate_sensor", "FrameResult", "RESULT_COLUMNS"]
+__all__ = ["solve_frame", "solve_frames", "estimate_sensor", "FrameResult", "RESULT_COLUMNS", "STAGE_COLUMNS"]
 
 #: Columns of the per-frame results table, in order.
 RESULT_COLUMNS = ["file", "status", "reason", "ra_deg", "dec_deg", "roll_deg", "qx", "qy", "qz", "qw", "fov_deg",
                   "focal_length_px", "n_detected", "n_matched", "rms_arcsec", "sigma_cross_arcsec",
                   "sigma_roll_arcsec", "p_false", "time_ms"]
+#: Per-stage wall times (ms) of a frame, after ``time_ms`` in the results.
+STAGE_COLUMNS = ["t_read_ms", "t_background_ms", "t_detect_ms", "t_cg_ms", "t_mle_ms", "t_identify_ms",
+                 "t_attitude_ms"]
+RESULT_COLUMNS += STAGE_COLUMNS
 
 
 
@@ -44,7 +48,11 @@ def estimate_sensor(image, bit_depth=None) -> Sensor:
     Star fluxes are then in DN and the CRLB reflects the measured noise.
     """
     bg, sigma = background_map(image)
-    level = float(np.nanmedian(bg))
+    return _sky_sensor(float(np.nanmedian(bg)), sigma, bit_depth)
+
+
+def _sky_sensor(level, sigma, bit_depth):
+    """:func:`estimate_sensor`'s sensor from a sky level and its noise (image units)."""
     sat = float(2**bit_depth - 1) if bit_depth else None
     offset = level - max(sigma, 1e-6) ** 2
     if sat is not None and sat <= offset:
@@ -64,7 +72,7 @@ class FrameResult:
 
 
 def solve_frame(image, identifier: StarIdentifier, model: PSFModel, sensor: Sensor | None = None, *, time=None,
-                prior=None, threshold=5.0, bit_depth=None) -> FrameResult:
+                prior=None, threshold=5.0, bit_depth=None, max_stars=None, region=None) -> FrameResult:
     """Identify the stars of one frame and solve its attitude.
 
     Parameters
@@ -79,6 +87,10 @@ def solve_frame(image, identifier: StarIdentifier, model: PSFModel, sensor: Sens
         Frame time for the stars' apparent places.
     prior : Solution or Attitude, optional
         The previous frame's solution (tracking).
+    max_stars : int, optional
+        Fit and identify only the brightest ``max_stars`` detections.
+    region : (x0, y0, x1, y1) or 2-D bool array, optional
+        Look for stars only there (e.g. to leave out a foreground object).
 
     Returns
     -------
@@ -87,19 +99,28 @@ def solve_frame(image, identifier: StarIdentifier, model: PSFModel, sensor: Sens
         ``stars``: each detected star with its CRLB, flux and matched HIP id.
     """
     t0 = perf_counter()
-    img = as_image(image)
+    img = as_frame(image)
     cam = identifier.camera
     if img.shape != (cam.height, cam.width):
         raise ValueError(f"the frame is {img.shape[1]}x{img.shape[0]} px but the camera is {cam.width}x{cam.height}")
-    if not np.isfinite(img).any():
+    if img.dtype.kind == "f" and not np.isfinite(img).any():
         raise ValueError("the frame has no finite pixels (all NaN)")
+    roi = model.default_roi()
+    det = None
     if sensor is None:
-        sensor = estimate_sensor(img, bit_depth)
-    stars = measure_stars(img, model, sensor, threshold=threshold)
+        # one detection in image units gives both the noise for the stand-in sensor and the stars
+        sat = Sensor(gain=1.0, saturation=float(2**bit_depth - 1)) if bit_depth else None
+        det = detect(img, sat, threshold=threshold, smooth=max(0.7, model.equivalent_radius()), roi=roi,
+                     max_stars=max_stars, region=region, stamps=roi + 4)
+        sensor = _sky_sensor(det.meta["background_level"], det.meta["noise_sigma"], bit_depth)
+    stars = measure_stars(img, model, sensor, threshold=threshold, roi=roi, max_stars=max_stars, region=region,
+                          detections=det)
+    spent = {k: 1000.0 * v for k, v in stars.meta["time_s"].items()}
+    t2 = perf_counter()
     sol = identifier.identify(stars["x"], stars["y"], sigma=(stars["x_err"], stars["y_err"]), flux=stars["flux"],
                               time=time, prior=prior)
+    t3 = perf_counter()
     row = _row(sol, len(stars))
-    row["time_ms"] = 1000.0 * (perf_counter() - t0)
     stars["hip"] = sol.hip
     stars["residual_arcsec"] = sol.residual_arcsec
     stars["residual_arcsec"].unit = "arcsec"
@@ -107,6 +128,10 @@ def solve_frame(image, identifier: StarIdentifier, model: PSFModel, sensor: Sens
         cam = cam.with_focal_length(sol.focal_length_px)
         ra, dec = vector_to_radec(sol.attitude.to_icrs(cam.pixel_to_vector(stars["x"], stars["y"])))
         stars["ra_deg"], stars["dec_deg"] = np.degrees(ra), np.degrees(dec)
+    t4 = perf_counter()
+    row.update(time_ms=1000.0 * (t4 - t0), t_read_ms=0.0, t_background_ms=spent["background"],
+               t_detect_ms=spent["peaks"], t_cg_ms=spent["cg"], t_mle_ms=spent["mle"],
+               t_identify_ms=1000.0 * (t3 - t2), t_attitude_ms=1000.0 * (t4 - t3))
     return FrameResult(row, stars, sol, cam)
 
 
@@ -129,7 +154,7 @@ def _row(sol: Solution, n_detected: int) -> dict:
 def error_row(reason: str) -> dict:
     """A results row for a frame that could not be processed."""
     row = _row(Solution("error", reason), 0)
-    row["time_ms"] = math.nan
+    row.update(dict.fromkeys(["time_ms", *STAGE_COLUMNS], math.nan))
     return row
 
 
@@ -163,7 +188,9 @@ def solve_frames(paths, identifier_for, model: PSFModel, sensor: Sensor | None =
     prior = None
     for path in paths:
         try:
+            t_read = perf_counter()
             image, meta = read_frame(path)
+            t_read = perf_counter() - t_read
             header = meta.get("header")
             when = header.get("DATE-OBS") if header is not None else None
             when = parse_time(when) if when else (parse_time(time) if time is not None else None)
@@ -176,15 +203,16 @@ def solve_frames(paths, identifier_for, model: PSFModel, sensor: Sensor | None =
             prior = None
         else:
             prior = res.solution if res.solution.solved else None
+            res.row["t_read_ms"] = 1000.0 * t_read
             res.stars["file"] = str(path)
             star_tables.append(res.stars)
         res.row["file"] = str(path)
         rows.append(res.row)
         if on_frame is not None:
             on_frame(path, res)
-    table = Table(rows=[[r[c] for c in RESULT_COLUMNS] for r in rows], names=RESULT_COLUMNS,
-                  dtype=[str, str, str] + [float] * 9 + [int, int] + [float] * 5) if rows else Table(
-        names=RESULT_COLUMNS, dtype=[str, str, str] + [float] * 9 + [int, int] + [float] * 5)
+    dtype = [str, str, str] + [float] * 9 + [int, int] + [float] * (5 + len(STAGE_COLUMNS))
+    table = (Table(rows=[[r[c] for c in RESULT_COLUMNS] for r in rows], names=RESULT_COLUMNS, dtype=dtype) if rows
+             else Table(names=RESULT_COLUMNS, dtype=dtype))
     _describe(table)
     return table, star_tables
 
@@ -201,4 +229,14 @@ def _describe(table):
     table["p_false"].description = "probability that the identification is false (corrected for the candidates tried)"
     table["sigma_cross_arcsec"].description = ("1-sigma attitude error across the boresight "
                                                "(QUEST covariance, CRLB weights)")
-    table["time_ms"].description = "wall time from pixels to attitude (detection, MLE, identification)"
+    table["time_ms"].description = "wall time from pixels in memory to attitude (detection, MLE, identification)"
+    stages = {"t_read_ms": "reading and decoding the file",
+              "t_background_ms": "matched filter, background and noise grid",
+              "t_detect_ms": "peaks above the local threshold",
+              "t_cg_ms": "stamps and their centres of gravity",
+              "t_mle_ms": "Poisson MLE with the CRLB",
+              "t_identify_ms": "identification, with the attitude solve it verifies against",
+              "t_attitude_ms": "star directions and results from the attitude"}
+    for c, text in stages.items():
+        table[c].unit = "ms"
+        table[c].description = text
