@@ -3,7 +3,7 @@
 Every frame is the sample camera (512 x 512, 6.2 deg, Hipparcos stars to Hp 8 through a 0.35 px Gaussian PSF)
 at a random attitude, with one defect of :mod:`startrack.simulate` added, solved by
 :func:`startrack.sky.pipeline.solve_frame` lost-in-space and tracking (the prior 0.02 deg and 0.1 deg of roll
-off the truth, as a previous frame's solution is). The rules: a solution is within 5 arcsec of the truth
+off the truth, as a previous frame's solution is; and a bad prior, 0.3 deg and 4 deg of roll off). The rules: a solution is within 5 arcsec of the truth
 across the boresight; where a frame cannot be solved it is a ``no-solution`` with its reason; a false
 attitude (solved and more than 1 arcmin off) never happens.
 """
@@ -91,8 +91,11 @@ def _solved(defect, mode):
     out = []
     for seed in SEEDS:
         img, att, truth, sensor, psf = _frame(defect, seed)
-        prior = Attitude.from_radec_roll(att.ra + 0.02, att.dec - 0.02, att.roll + 0.1) if mode == "tracking" \
-            else None
+        prior = None
+        if mode == "tracking":
+            prior = Attitude.from_radec_roll(att.ra + 0.02, att.dec - 0.02, att.roll + 0.1)
+        elif mode == "bad-prior":  # off by about the tracking radius: tracking must not settle half-right
+            prior = Attitude.from_radec_roll(att.ra + 0.3, att.dec - 0.3, att.roll + 4.0)
         out.append((solve_frame(img, _ident(), psf, sensor, time=T, prior=prior), att, truth))
     return out
 
@@ -107,7 +110,7 @@ def _xfail(reason):
     return pytest.mark.xfail(strict=True, reason=reason)
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", MODES + ("bad-prior",))
 @pytest.mark.parametrize("defect", list(DEFECTS))
 def test_never_a_false_attitude(defect, mode):
     for res, att, _ in _solved(defect, mode):
