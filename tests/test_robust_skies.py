@@ -1,11 +1,11 @@
 """Robust on real skies: the frame defects users report against star trackers, each on a simulated frame.
 
 Every frame is the sample camera (512 x 512, 6.2 deg, Hipparcos stars to Hp 8 through a 0.35 px Gaussian PSF)
-at a random attitude, with one defect of :mod:`startrack.simulate` added, solved by
-:func:`startrack.sky.pipeline.solve_frame` lost-in-space and tracking (the prior 0.02 deg and 0.1 deg of roll
-off the truth, as a previous frame's solution is; and a bad prior, 0.3 deg and 4 deg of roll off). The rules: a solution is within 5 arcsec of the truth
-across the boresight; where a frame cannot be solved it is a ``no-solution`` with its reason; a false
-attitude (solved and more than 1 arcmin off) never happens.
+at a random attitude, with one defect of :mod:`startrack.simulate` added (or several: the worst night), solved
+by :func:`startrack.sky.pipeline.solve_frame` lost-in-space, tracking (the prior 0.02 deg and 0.1 deg of roll
+off the truth, as a previous frame's solution is) and with a bad prior (0.3 deg and 4 deg of roll off). The
+rules: a solution is within 5 arcsec of the truth across the boresight; where a frame cannot be solved it is a
+``no-solution`` with its reason; a false attitude (solved and more than 1 arcmin off) never happens.
 """
 
 import functools
@@ -48,8 +48,19 @@ DEFECTS = {
     "hot-pixels": lambda im, s: sim.add_hot_pixels(im, 100, saturation=SENSOR.saturation, seed=s)[0],
     "gradient": lambda im, s: sim.add_gradient(im, 400, angle=30, gain=GAIN, seed=s),
     "jpeg": None,  # made from an 8-bit frame, see _frame
+    "worst-night": lambda im, s: _worst_night(im, s),
 }
 SOLVABLE = [d for d in DEFECTS if d != "overcast"]
+
+
+def _worst_night(image, seed):
+    """A gradient, some cloud, a roof line, a trail and hot pixels on one frame."""
+    rng = np.random.default_rng(seed)
+    image = sim.add_gradient(image, 100, angle=200, gain=GAIN, seed=rng)
+    image = sim.add_clouds(image, cover=0.3, gain=GAIN, seed=rng)[0]
+    image = sim.add_silhouette(image, fraction=0.25, gain=GAIN, seed=rng)[0]
+    image = sim.add_trail(image, (-5, 30), (520, 300), gain=GAIN, seed=rng)
+    return sim.add_hot_pixels(image, 100, saturation=SENSOR.saturation, seed=rng)[0]
 MODES = ("lost-in-space", "tracking")
 
 # What the current frame path gets wrong (measured at a2e8402 on these frames; see the report of issue 13):
@@ -61,6 +72,10 @@ TOO_MANY_FALSE = ("the frame path takes defect pixels for stars (one global nois
 DEFECT_PIXELS = ("the frame path takes defect pixels for stars: one global noise sigma where the moon, a gradient "
                  "or cloud glow raise the shot noise locally; the rim and trail pass the threshold along their "
                  "length (no shape or size cut): 20-410 false detections a frame")
+#: the worst night: 19 of the 20 brightest detections are false
+WORST = ("19 of the 20 brightest 'stars' are trail pieces (SNR ~150, no shape cut) and hot pixels by the roof "
+         "line (the tile background cannot follow the silhouette's edge, so the rim's light in the CG window "
+         "hides a hot pixel from measure_stars' one-pixel test): no pattern matches, an honest no-solution")
 #: integer tile medians bias the background by up to 0.5 DN (~1.2 sigma of the filtered noise)
 INTEGER_MEDIAN = ("background_map's tile medians of an integer (DN) frame are whole or half DN, off by up to "
                   "0.5 DN = 1.2 sigma of the filtered noise: 5-25 noise peaks a frame pass a 5-sigma threshold")
@@ -121,7 +136,8 @@ def test_never_a_false_attitude(defect, mode):
 
 
 @pytest.mark.parametrize("defect, mode", [
-    pytest.param(d, m, marks=_xfail(DASHES)) if (d, m) == ("dashed-trail", "lost-in-space") else (d, m)
+    pytest.param(d, m, marks=_xfail(DASHES)) if (d, m) == ("dashed-trail", "lost-in-space")
+    else pytest.param(d, m, marks=_xfail(WORST)) if d == "worst-night" else (d, m)
     for d in SOLVABLE for m in MODES])
 def test_still_solved_and_correct(defect, mode):
     for res, att, _ in _solved(defect, mode):
@@ -140,7 +156,8 @@ def test_overcast_is_no_solution(mode):
 
 @pytest.mark.parametrize("defect", [
     pytest.param(d, marks=_xfail(TOO_MANY_FALSE)) if d in ("silhouette", "silhouette-left", "clouds", "moon",
-                                                             "trail", "gradient") else d
+                                                             "trail", "gradient")
+    else pytest.param(d, marks=_xfail(WORST)) if d == "worst-night" else d
     for d in SOLVABLE])
 def test_tracking_keeps_tracking(defect):
     """With a good prior the frame is solved by tracking (0.1-0.3 ms), not by a fall-back to lost-in-space."""
