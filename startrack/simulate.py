@@ -233,6 +233,19 @@ def dithered_frames(shape, n_stars, n_frames, model: PSFModel, sensor: Sensor, *
 # -- frame defects: what real skies add to a frame (each takes a frame in DN and returns a new one) -------------
 
 
+# the options every defect that adds light takes, spliced into their docstrings by _light_doc
+_LIGHT_OPTIONS = """gain : float
+        DN per electron: the added light gets its shot noise (Poisson in electrons).
+    saturation : float, optional
+        Clip level (DN); default the integer dtype's largest value, none for float frames.
+    seed : int or Generator"""
+
+
+def _light_doc(fn):
+    fn.__doc__ = fn.__doc__.replace("{light_options}", _LIGHT_OPTIONS)
+    return fn
+
+
 def _defect_start(image, seed):
     """The frame as float64 (a copy), its dtype and a generator."""
     arr = np.asarray(image)
@@ -261,6 +274,7 @@ def _robust_sigma(work):
     return 1.4826 * float(np.median(np.abs(work - med)))
 
 
+@_light_doc
 def add_silhouette(image, *, fraction=1 / 3, side="bottom", level=None, noise=None, rim=None, rim_width=4.0,
                    roughness=0.05, gain=1.0, saturation=None, seed=None):
     """A dark foreground object (trees, a roof, a hill) over one side of the frame, with a bright rim.
@@ -286,11 +300,7 @@ def add_silhouette(image, *, fraction=1 / 3, side="bottom", level=None, noise=No
         e-folding width (px) of the rim into the sky.
     roughness : float
         Amplitude of the skyline's raggedness as a fraction of the frame side.
-    gain : float
-        DN per electron, for the rim's shot noise.
-    saturation : float, optional
-        Clip level (DN); default the integer dtype's largest value, none for floats.
-    seed : int or Generator
+    {light_options}
 
     Returns
     -------
@@ -328,6 +338,7 @@ def add_silhouette(image, *, fraction=1 / 3, side="bottom", level=None, noise=No
     return _defect_end(work, dtype, saturation), (mask if side in ("bottom", "top") else mask.T)
 
 
+@_light_doc
 def add_clouds(image, *, cover=0.5, scale=40.0, opacity=0.95, glow=None, dark=None, gain=1.0, saturation=None,
                seed=None):
     """Patchy clouds: smooth multiplicative attenuation of the sky's light, plus the clouds' own glow.
@@ -351,11 +362,7 @@ def add_clouds(image, *, cover=0.5, scale=40.0, opacity=0.95, glow=None, dark=No
         Glow of a thick cloud (DN); default 10x the frame's robust noise.
     dark : float, optional
         DN of no light (offset plus dark); default the frame's 0.1th percentile.
-    gain : float
-        DN per electron, for the glow's shot noise.
-    saturation : float, optional
-        Clip level (DN); default the integer dtype's largest value.
-    seed : int or Generator
+    {light_options}
 
     Returns
     -------
@@ -443,6 +450,7 @@ def add_moon(image, *, edge="right", position=0.5, brightness=None, falloff=0.5,
     return _defect_end(work, dtype, saturation), glare
 
 
+@_light_doc
 def add_trail(image, start, end, *, brightness=None, width=1.0, dash=None, gain=1.0, saturation=None, seed=None):
     """A satellite or aircraft trail: a bright line from ``start`` to ``end``, optionally dashed.
 
@@ -458,11 +466,7 @@ def add_trail(image, start, end, *, brightness=None, width=1.0, dash=None, gain=
     dash : (on, off), optional
         Lengths (px) of the lit and dark stretches (an aircraft's blinking
         lights); default a continuous line.
-    gain : float
-        DN per electron, for the trail's shot noise.
-    saturation : float, optional
-        Clip level (DN); default the integer dtype's largest value.
-    seed : int or Generator
+    {light_options}
 
     Returns
     -------
@@ -542,6 +546,7 @@ def jpeg_roundtrip(image, quality=70):
     return cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
 
 
+@_light_doc
 def add_gradient(image, amplitude, *, angle=0.0, gain=1.0, saturation=None, seed=None):
     """A linear gradient of added light across the frame (light pollution, twilight, moonlight far away).
 
@@ -552,11 +557,7 @@ def add_gradient(image, amplitude, *, angle=0.0, gain=1.0, saturation=None, seed
         Added light (DN) at the brightest corner side; 0 at the opposite side.
     angle : float
         Direction (deg) the light increases towards: 0 = +x (right), 90 = +y (down).
-    gain : float
-        DN per electron, for the added light's shot noise.
-    saturation : float, optional
-        Clip level (DN); default the integer dtype's largest value.
-    seed : int or Generator
+    {light_options}
 
     Returns
     -------
