@@ -172,8 +172,23 @@ def centroid(image, positions, *, origins=None, roi=5, background="border", thre
 
 
 @nb.njit(cache=True)
-def _grid_stats(image, mask, use_mask, tile, step, bg, sig):
-    """Per ``tile`` block: clipped median and 1.4826 MAD of every ``step``-th pixel each way (NaN if < 8 usable).
+def _node(grid, tile, r, c):
+    """Bilinear value of the block grid at pixel (r, c), as :func:`_upsample` (edges held)."""
+    ty, tx = grid.shape
+    fy = min(max((r + 0.5) / tile - 0.5, 0.0), ty - 1.0)
+    fx = min(max((c + 0.5) / tile - 0.5, 0.0), tx - 1.0)
+    i = min(int(fy), ty - 2) if ty > 1 else 0
+    j = min(int(fx), tx - 2) if tx > 1 else 0
+    a = fy - i
+    b = fx - j
+    i1 = min(i + 1, ty - 1)
+    j1 = min(j + 1, tx - 1)
+    return ((1 - a) * ((1 - b) * grid[i, j] + b * grid[i, j1]) + a * ((1 - b) * grid[i1, j] + b * grid[i1, j1]))
+
+
+@nb.njit(cache=True)
+def _grid_stats(image, mask, use_mask, tile, step, bg):
+    """Per ``tile`` block: the clipped median of every ``step``-th pixel each way (NaN if < 8 usable).
 
     One pass over a decimated grid in the frame's own dtype (numba's median
     is a selection, not a sort): the median, the MAD about it, and the median
@@ -195,7 +210,6 @@ def _grid_stats(image, mask, use_mask, tile, step, bg, sig):
                         m += 1
             if m < 8:
                 bg[bi, bj] = np.nan
-                sig[bi, bj] = np.nan
                 continue
             med = np.median(buf[:m])
             for k in range(m):
@@ -208,7 +222,29 @@ def _grid_stats(image, mask, use_mask, tile, step, bg, sig):
                     dev[k] = buf[i]
                     k += 1
             bg[bi, bj] = np.median(dev[:k])
-            sig[bi, bj] = 1.4826 * mad
+
+
+@nb.njit(cache=True)
+def _grid_noise(image, mask, use_mask, tile, step, bg, sig):
+    """Per block: 1.4826 MAD of the same samples as :func:`_grid_stats` about the interpolated background.
+
+    About the surface, not the block's median, so that a moonlit gradient
+    across a block is not taken for noise.
+    """
+    h, w = image.shape
+    ty, tx = bg.shape
+    side = (tile + step - 1) // step
+    buf = np.empty(side * side)
+    for bi in range(ty):
+        for bj in range(tx):
+            m = 0
+            for r in range(bi * tile, min(h, (bi + 1) * tile), step):
+                for c in range(bj * tile, min(w, (bj + 1) * tile), step):
+                    v = float(image[r, c])
+                    if math.isfinite(v) and not (use_mask and mask[r, c]):
+                        buf[m] = abs(v - _node(bg, tile, r, c))
+                        m += 1
+            sig[bi, bj] = 1.4826 * np.median(buf[:m]) if m >= 8 else np.nan
 
 
 def _fill(grid):
@@ -227,9 +263,12 @@ def _sky_grid(image, tile, mask=None, samples=16):
     bg = np.empty((ty, tx))
     sig = np.empty((ty, tx))
     use_mask = mask is not None
-    _grid_stats(image, mask if use_mask else np.zeros((1, 1), bool), use_mask, tile, max(1, tile // samples), bg,
-                sig)
-    return _fill(bg), _fill(sig), tile
+    mask = mask if use_mask else np.zeros((1, 1), bool)
+    step = max(1, tile // samples)
+    _grid_stats(image, mask, use_mask, tile, step, bg)
+    bg = _fill(bg)
+    _grid_noise(image, mask, use_mask, tile, step, bg, sig)
+    return bg, _fill(sig), tile
 
 
 def _upsample(grid, tile, shape):
@@ -262,21 +301,6 @@ def background_map(image, tile=64, mask=None):
     mask = as_mask(mask, img.shape)
     bg, sig, tile = _sky_grid(img, as_int(tile, "tile", minimum=4), mask)
     return _upsample(bg, tile, img.shape), float(np.median(sig))
-
-
-@nb.njit(cache=True)
-def _node(grid, tile, r, c):
-    """Bilinear value of the block grid at pixel (r, c), as :func:`_upsample` (edges held)."""
-    ty, tx = grid.shape
-    fy = min(max((r + 0.5) / tile - 0.5, 0.0), ty - 1.0)
-    fx = min(max((c + 0.5) / tile - 0.5, 0.0), tx - 1.0)
-    i = min(int(fy), ty - 2) if ty > 1 else 0
-    j = min(int(fx), tx - 2) if tx > 1 else 0
-    a = fy - i
-    b = fx - j
-    i1 = min(i + 1, ty - 1)
-    j1 = min(j + 1, tx - 1)
-    return ((1 - a) * ((1 - b) * grid[i, j] + b * grid[i, j1]) + a * ((1 - b) * grid[i1, j] + b * grid[i1, j1]))
 
 
 @nb.njit(cache=True)
@@ -388,19 +412,20 @@ def _filtered(img, smooth, mask):
     return out
 
 
-def _elongated(stamps, background, sigma, nsigma=3.0):
-    """Line-like detections: the pixels above ``nsigma`` noise in each stamp spread along one axis.
+def _elongated(stamps, background, peak):
+    """Line-like detections: the pixels above half the peak in each stamp spread along one axis.
 
     A satellite trail or a lit roof edge crossing a stamp fills it along the
-    line: the larger eigenvalue of the covariance of its above-threshold
-    pixels' coordinates exceeds 4 px^2 and 4x the smaller one. A star, even
-    saturated, spreads evenly; two stars inside one stamp spread less than 4 px^2.
+    line: the larger eigenvalue of the covariance of the coordinates of its
+    pixels above half the peak exceeds 4 px^2 and 4x the smaller one. A star,
+    even saturated, spreads evenly; two stars inside one stamp spread less
+    than 4 px^2; half the peak keeps a sky gradient out of the measure.
     """
     n, size, _ = stamps.shape
     if n == 0:
         return np.zeros(0, bool)
     with np.errstate(invalid="ignore"):
-        on = (stamps - background[:, None, None]) > nsigma * sigma[:, None, None]
+        on = (stamps - background[:, None, None]) > 0.5 * peak[:, None, None]
     yy, xx = np.mgrid[0:size, 0:size]
     cnt = np.maximum(on.sum(axis=(1, 2)), 1)
     mx = (on * xx).sum(axis=(1, 2)) / cnt
@@ -583,7 +608,7 @@ def detect(image, sensor: Sensor | None = None, *, threshold=5.0, smooth=1.0, ro
     t["snr"] = found[:, 2] / found[:, 3]
     t["npix"] = np.asarray(cg["npix"])
     t["saturated"] = sat
-    t["elongated"] = _elongated(cut, found[:, 4], found[:, 3] / norm)
+    t["elongated"] = _elongated(cut, found[:, 4], np.asarray(t["peak"], float))
     t.meta["noise_sigma_filtered"] = float(np.median(sig))
     t.meta["noise_sigma"] = float(np.median(sig)) / norm
     t.meta["background_level"] = float(np.median(bg))
