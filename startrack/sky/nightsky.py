@@ -228,7 +228,7 @@ def solve_block(identifier, job: BlockJob, block):
             "origins": np.concatenate(origins) if origins else np.zeros((0, 2), np.int64)}
 
 
-# -- the parts folder: one block per file set, written atomically --------------------------------------------------------
+# -- the parts folder: one block per file set, written atomically ---------------------------------------------
 
 
 def _replace(path: Path, write):
@@ -267,8 +267,8 @@ def _read_part(parts: Path, k: int) -> dict:
     stem = _part(parts, k)
     with np.load(stem.with_suffix(".npz")) as data:
         stamps, origins = data["stamps"], data["origins"]
-    return {"frames": _read_ecsv(stem.with_suffix(".frames.ecsv")), "stars": _read_ecsv(stem.with_suffix(".stars.ecsv")),
-            "stamps": stamps, "origins": origins}
+    return {"frames": _read_ecsv(stem.with_suffix(".frames.ecsv")),
+            "stars": _read_ecsv(stem.with_suffix(".stars.ecsv")), "stamps": stamps, "origins": origins}
 
 
 def _done(parts: Path, n_blocks: int) -> set[int]:
