@@ -21,7 +21,7 @@ import numpy as np
 from astropy.table import Table
 
 from ..epsf import build_epsf
-from ..flags import BAD_FIT
+from ..flags import BAD_FIT, SATURATED
 from ..localize import localize
 from ..psf import PSFModel
 from ..sensor import Sensor, as_sensor
@@ -58,7 +58,7 @@ def per_star_epsf(stars: Table, stamps, origins, frames: Table, camera: Camera, 
     stars : Table
         Pass 1: one row per identified star per solved frame, with ``frame,
         hip, x, y, x_err, y_err`` (px), ``flux`` (e-) and ``stamp`` (row of
-        ``stamps``); ``flags`` is used when present.
+        ``stamps``); with ``flags``, failed and saturated fits keep the Gaussian.
     stamps : (n, S, S) array
         Pixels (DN) around each star row, ``S >= roi + 4`` (room for the
         build's refits).
@@ -125,7 +125,8 @@ def per_star_epsf(stars: Table, stamps, origins, frames: Table, camera: Camera, 
     frame = np.asarray(stars["frame"], np.int64)
     ok = np.isfinite(x) & np.isfinite(y) & (hip > 0)
     if "flags" in stars.colnames:
-        ok &= (np.asarray(stars["flags"], np.int64) & BAD_FIT) == 0
+        # a saturated core leaves the image nothing an ePSF could be built from or fitted to at the bound
+        ok &= (np.asarray(stars["flags"], np.int64) & (BAD_FIT | SATURATED)) == 0
     summary = []
     for h in np.unique(hip[ok]):
         sel = np.flatnonzero(ok & (hip == h))
