@@ -116,7 +116,6 @@ def sky_frame(catalog: Catalog, vectors, attitude: Attitude, camera: Camera, psf
     return image, truth
 
 
-
 def ground_attitudes(times, site: Site, *, altitude_deg=90.0, azimuth_deg=0.0, roll_deg=0.0) -> list:
     """Attitudes (apparent GCRS -> camera) of a camera fixed to the ground at ``site`` at each time.
 
@@ -166,6 +165,7 @@ def ground_sequence(camera: Camera, psf: PSFModel, sensor: Sensor, site: Site, n
     n_frames = int(n_frames)
     t0 = parse_time(start)
     times = t0 + np.arange(n_frames) * float(cadence) * u.s
+    times.precision = 6  # ISO times to the microsecond: the sky turns 0.015 arcsec per millisecond
     if catalog is None:
         catalog = load_catalog(mag_limit)
     attitudes = ground_attitudes(times, site, altitude_deg=altitude_deg, azimuth_deg=azimuth_deg,
@@ -182,7 +182,7 @@ def write_ground_sequence(folder, camera: Camera, psf: PSFModel, sensor: Sensor,
                           start, cadence=0.366, progress=None, **kw):
     """Write a :func:`ground_sequence` as FITS frames with the camera file and the truth.
 
-    Writes ``frame_00000.fits`` ... (16-bit, ``DATE-OBS`` to the microsecond),
+    Writes ``frame_00000.fits`` ... (16-bit, clipped to 0 .. 65535; ``DATE-OBS``, UTC),
     ``camera.toml`` (``[camera]``, ``[sensor]`` and ``[site]``),
     ``truth.ecsv`` (every rendered star in every frame: ``frame, hip, x, y,
     flux, hp``) and ``truth_frames.ecsv`` (``frame, file, time`` and the
@@ -217,7 +217,7 @@ def write_ground_sequence(folder, camera: Camera, psf: PSFModel, sensor: Sensor,
         hdr = fits.Header()
         hdr["DATE-OBS"] = (truth.meta["time"], "UTC mid-exposure")
         hdr["COMMENT"] = "simulated by startrack.sky.simulate.write_ground_sequence"
-        fits.PrimaryHDU(image.astype(np.uint16), header=hdr).writeto(path, overwrite=True)
+        fits.PrimaryHDU(np.clip(image, 0, 65535).astype(np.uint16), header=hdr).writeto(path, overwrite=True)
         paths.append(path)
         t = truth["hip", "x", "y", "flux", "hp"]
         t.add_column(np.full(len(t), k), name="frame", index=0)
