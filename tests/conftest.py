@@ -83,13 +83,16 @@ def night_pass1(n_frames, *, seed, start, cadence, latitude, longitude, roll_deg
 @pytest.fixture(scope="session")
 def night(tmp_path_factory):
     """:data:`NIGHT` through pass 1 and pass 2 (per-star ePSF), made once and shared by the xdist workers."""
+    import os
     import pickle
 
     from filelock import FileLock
 
     from startrack.sky.star_epsf import per_star_epsf
 
-    root = tmp_path_factory.getbasetemp().parent
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # this run's folder, shared by its workers
     path = root / "night_sequence.pkl"
     with FileLock(str(path) + ".lock"):
         if path.is_file():
