@@ -391,10 +391,7 @@ def _plots(a, out):
                 ax.legend(fontsize=7)
         for ax in axes[-1]:
             ax.set_xlabel("time (s)")
-        fig.tight_layout()
-        fig.savefig(out / "trajectories.png", dpi=110)
-        plt.close(fig)
-        files.append("trajectories.png")
+        files.append(_save(plt, fig, out / "trajectories.png"))
 
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.5), sharey=True)
         width = 0.8 / max(len(methods), 1)
@@ -410,10 +407,7 @@ def _plots(a, out):
             ax.set_title(f"{axis}: accuracy per predicted region")
             ax.set_ylabel("RMS residual (px)")
             ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out / "regions.png", dpi=110)
-        plt.close(fig)
-        files.append("regions.png")
+        files.append(_save(plt, fig, out / "regions.png"))
     if len(a.attitude):
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.5), sharex=True)
         for m in dict.fromkeys(np.asarray(a.attitude["method"]).tolist()):
@@ -429,11 +423,15 @@ def _plots(a, out):
             ax.set_xlabel("frame")
             ax.set_ylabel("residual vs M R(t) (arcsec)")
             ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out / "attitude.png", dpi=110)
-        plt.close(fig)
-        files.append("attitude.png")
+        files.append(_save(plt, fig, out / "attitude.png"))
     return files
+
+
+def _save(plt, fig, path):
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path.name
 
 
 def _fmt(v, spec=".4f"):
