@@ -534,7 +534,7 @@ def _drive(runner, parts, blocks, done, progress, note):
 
 
 def run(frames, camera, *, out, sensor=None, site=None, psf="gaussian:0.5", time=None, cadence=None,
-        time_key="DATE-OBS", workers=None, scheduler=None, resume=False, epsf=True, min_frames=10, degree=2,
+        time_key="DATE-OBS", workers=None, scheduler=None, resume=False, epsf=True, min_frames=20, degree=2,
         threshold=5.0, block_frames=BLOCK_FRAMES, progress=True, identifier=None) -> NightSkyResult:
     """The night-sky job: a frame sequence from a camera to star tables, attitudes and an accuracy report.
 
