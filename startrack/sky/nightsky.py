@@ -185,8 +185,10 @@ def solve_block(identifier, job: BlockJob, block):
         ``stamps``), ``stamps`` (n, S, S) float32 DN and ``origins`` (n, 2)
         frame (column, row) of each stamp's pixel [0, 0].
     """
-    # Apparent places are computed once per minute of frame time, at the first frame of that minute that the
-    # identifier sees: starting each block afresh makes them depend on the block alone, not on the worker's history.
+    # Apparent places are reused for a minute of frame time from the first frame of that minute seen (by the
+    # catalog and by the identifier): starting each block afresh makes them depend on the block alone, not on
+    # which blocks this worker ran before.
+    identifier.catalog.forget_apparent()
     identifier.catalog_vectors()
     rows, tables, stamps, origins = [], [], [], []
     n_stamps = 0
