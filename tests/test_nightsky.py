@@ -95,7 +95,8 @@ def test_bad_frames_are_rows(sequence, reference, tmp_path):
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "corrupt.fits").write_bytes(b"SIMPLE  =                    T / garbage\n" * 3)
-    fits.PrimaryHDU(np.full((512, 512), 100, np.uint16)).writeto(bad / "cloudy.fits")
+    fits.PrimaryHDU(np.full((512, 512), 100, np.uint16), header=fits.getheader(paths[0])).writeto(
+        bad / "cloudy.fits")
     fits.PrimaryHDU(np.full((512, 512), 4095, np.uint16), header=fits.getheader(paths[0])).writeto(bad / "sat.fits")
     fits.PrimaryHDU(np.full((64, 64), 100, np.uint16), header=fits.getheader(paths[0])).writeto(bad / "small.fits")
     fits.PrimaryHDU(fits.getdata(paths[0])).writeto(bad / "notime.fits")

@@ -583,6 +583,9 @@ def run(frames, camera, *, out, sensor=None, site=None, psf="gaussian:0.5", time
     out = Path(out)
     a = assess(frames_t, stars, cam, site=site, degree=degree, model=model, sensor=sensor)
     report = a.write(out)
-    write_table(frames_t, out / "frames.ecsv")
-    write_table(stars, out / "stars.ecsv")
+    for table, name in ((frames_t, "frames.ecsv"), (stars, "stars.ecsv")):
+        plain = table.copy(copy_data=False)
+        # pass 2 may keep tables in the meta (per-star ePSF summaries); ECSV's header holds only plain values
+        plain.meta = {k: v for k, v in table.meta.items() if isinstance(v, (str, int, float, bool, list))}
+        write_table(plain, out / name)
     return NightSkyResult(frames_t, stars, a, Path(report), out)
