@@ -27,7 +27,7 @@ from .psf import GaussianPSF, PSFModel
 from .sensor import Sensor
 from .validate import as_float
 
-__all__ = ["precision_map", "region_summary", "pl_versus_radius", "equivalent_radius", "design", "Design",
+__all__ = ["precision_map", "pl_regions", "region_summary", "pl_versus_radius", "equivalent_radius", "design", "Design",
            "REGIONS"]
 
 #: Region names, from the lowest PL level to the highest.
@@ -66,11 +66,24 @@ def precision_map(model: PSFModel, photons, sensor: Sensor, *, background=0.0, p
     pl = np.sqrt(0.5 * (np.asarray(t["pl_x"]) ** 2 + np.asarray(t["pl_y"]) ** 2))
     t["pl"] = pl
     t["pl"].unit = "pix"
+    t["region"] = pl_regions(pl)
     lo, hi = float(np.min(pl)), float(np.max(pl))
-    level = np.minimum((3.0 * (pl - lo) / max(hi - lo, 1e-300)).astype(int), 2)
-    t["region"] = np.array(REGIONS)[level]
     t.meta.update(photons=float(photons), pl_levels=[lo + k * (hi - lo) / 3.0 for k in range(4)])
     return t
+
+
+def pl_regions(pl) -> np.ndarray:
+    """RLE, RME or RHE for each PL: its range cut into three equal levels (low, medium, high error).
+
+    Examples
+    --------
+    >>> pl_regions([0.010, 0.012, 0.019, 0.030]).tolist()
+    ['RLE', 'RLE', 'RME', 'RHE']
+    """
+    pl = np.asarray(pl, dtype=float)
+    lo, hi = float(np.min(pl)), float(np.max(pl))
+    level = np.minimum((3.0 * (pl - lo) / max(hi - lo, 1e-300)).astype(int), 2)
+    return np.array(REGIONS)[level]
 
 
 def region_summary(pmap: Table) -> Table:

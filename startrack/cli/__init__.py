@@ -16,7 +16,7 @@ import sys
 
 from .. import __version__
 
-COMMANDS = ["demo", "localize", "solve", "crlb", "epsf", "design", "calib", "simulate", "micro", "cache"]
+COMMANDS = ["demo", "localize", "solve", "nightsky", "crlb", "epsf", "design", "calib", "simulate", "micro", "cache"]
 
 
 def build_parser(command=None) -> argparse.ArgumentParser:

@@ -180,6 +180,14 @@ class Catalog:
         self._apparent_cache = (self._apparent_cache + [(t, out)])[-4:]
         return out
 
+    def forget_apparent(self):
+        """Drop the apparent places kept for reuse: the next frames get theirs computed at their own times.
+
+        Reuse within a minute makes a frame's places depend on which frames came before it; a job that
+        must give the same result for a block of frames whatever ran before it calls this first.
+        """
+        self._apparent_cache = []
+
     # -- selections ---------------------------------------------------------------
     def select(self, keep) -> Catalog:
         """A new catalog with the rows ``keep`` (bool mask or indices)."""

@@ -4,7 +4,9 @@ Used to make the sample frame, the star-identification benchmark and tests:
 catalog stars at their apparent places for a frame time, rotated by an
 attitude, projected through the camera (distortion included) and rendered
 through a PSF model and the sensor model, with the defects real frames have
-(missing stars, false spots, hot pixels).
+(missing stars, false spots, hot pixels). :func:`ground_sequence` and
+:func:`write_ground_sequence` make the night-sky sequence of a camera fixed
+to the ground, whose stars drift with the Earth's rotation.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from ..sensor import Sensor
 from ..simulate import expose, render
 from .attitude import Attitude
 from .camera import Camera
-from .catalog import Catalog
+from .catalog import Catalog, load_catalog, parse_time
+from .earth import Site, earth_rotation
 
-__all__ = ["project_stars", "sky_frame", "random_attitude", "ZERO_POINT"]
+__all__ = ["project_stars", "sky_frame", "random_attitude", "ground_attitudes", "ground_sequence",
+           "write_ground_sequence", "ZERO_POINT"]
 
 #: Photo-electrons from a star of Hp = 0 in the default exposure: an Hp 7 star gives 1500 e-,
 #: the small-PSF paper's reference signal.
@@ -111,3 +115,121 @@ def sky_frame(catalog: Catalog, vectors, attitude: Attitude, camera: Camera, psf
     truth.meta["attitude_quaternion"] = attitude.quaternion.tolist()
     return image, truth
 
+
+def ground_attitudes(times, site: Site, *, altitude_deg=90.0, azimuth_deg=0.0, roll_deg=0.0) -> list:
+    """Attitudes (apparent GCRS -> camera) of a camera fixed to the ground at ``site`` at each time.
+
+    ``A(t) = M @ R(t)``: the mounting :meth:`Site.mounting` composed with the
+    Earth's rotation :func:`~startrack.sky.earth.earth_rotation`.
+    """
+    m = site.mounting(altitude_deg, azimuth_deg, roll_deg)
+    return [Attitude(m @ r) for r in earth_rotation(times)]
+
+
+def ground_sequence(camera: Camera, psf: PSFModel, sensor: Sensor, site: Site, n_frames, *, start,
+                    cadence=0.366, altitude_deg=90.0, azimuth_deg=0.0, roll_deg=0.0, catalog=None, mag_limit=7.0,
+                    zero_point=ZERO_POINT, background=20.0, seed=0):
+    """Frames of a camera fixed to the ground, one every ``cadence`` seconds: the stars drift with the Earth.
+
+    Each frame is :func:`sky_frame` at its time: catalog stars at their
+    apparent places (reused within a minute, where aberration changes by
+    < 0.001 arcsec), seen with :func:`ground_attitudes`, fluxes from their
+    magnitudes. Frame ``k`` draws its noise from ``default_rng([seed, k])``,
+    so any frame can be remade alone.
+
+    Parameters
+    ----------
+    camera, psf, sensor : the optics, PSF model and sensor
+    site : Site
+    n_frames : int
+    start : astropy Time or ISO string (UTC)
+        Time of the first frame.
+    cadence : float
+        Seconds between frames (the small-PSF paper's night sky: 0.366 s).
+    altitude_deg, azimuth_deg, roll_deg : float
+        Pointing and roll (see :meth:`Site.mounting`); default the zenith, north up.
+    catalog : Catalog, optional
+        Default: the bundled catalog to ``mag_limit``.
+    mag_limit, zero_point, background : as in :func:`sky_frame`
+    seed : int
+
+    Yields
+    ------
+    image : 2-D array (DN)
+    truth : Table
+        As :func:`sky_frame`; ``meta`` holds the frame's ``time`` (ISO) and
+        ``attitude_quaternion``.
+    """
+    from astropy import units as u
+
+    n_frames = int(n_frames)
+    t0 = parse_time(start)
+    times = t0 + np.arange(n_frames) * float(cadence) * u.s
+    times.precision = 6  # ISO times to the microsecond: the sky turns 0.015 arcsec per millisecond
+    if catalog is None:
+        catalog = load_catalog(mag_limit)
+    attitudes = ground_attitudes(times, site, altitude_deg=altitude_deg, azimuth_deg=azimuth_deg,
+                                 roll_deg=roll_deg)
+    for k in range(n_frames):
+        image, truth = sky_frame(catalog, catalog.apparent(times[k]), attitudes[k], camera, psf, sensor,
+                                 mag_limit=mag_limit, zero_point=zero_point, background=background,
+                                 seed=np.random.default_rng([int(seed), k]))
+        truth.meta["time"] = times[k].utc.isot
+        yield image, truth
+
+
+def write_ground_sequence(folder, camera: Camera, psf: PSFModel, sensor: Sensor, site: Site, n_frames, *,
+                          start, cadence=0.366, progress=None, **kw):
+    """Write a :func:`ground_sequence` as FITS frames with the camera file and the truth.
+
+    Writes ``frame_00000.fits`` ... (16-bit, clipped to 0 .. 65535; ``DATE-OBS``, UTC),
+    ``camera.toml`` (``[camera]``, ``[sensor]`` and ``[site]``),
+    ``truth.ecsv`` (every rendered star in every frame: ``frame, hip, x, y,
+    flux, hp``) and ``truth_frames.ecsv`` (``frame, file, time`` and the
+    true attitude quaternion ``qx, qy, qz, qw``, scalar last).
+
+    Parameters
+    ----------
+    folder : str or Path
+    progress : callable, optional
+        Called with the number of frames written so far.
+    **kw
+        Passed to :func:`ground_sequence` (pointing, catalog, magnitudes, seed).
+
+    Returns
+    -------
+    list of Path
+        The frame files, in time order.
+    """
+    from pathlib import Path
+
+    from astropy.io import fits
+    from astropy.table import vstack
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "camera.toml").write_text(f"# {psf.spec} PSF; simulated by startrack.sky.simulate.write_ground_sequence\n"
+                                        + camera.to_toml() + "\n" + sensor.to_toml() + "\n" + site.to_toml())
+    paths, truths, rows = [], [], []
+    for k, (image, truth) in enumerate(ground_sequence(camera, psf, sensor, site, n_frames, start=start,
+                                                       cadence=cadence, **kw)):
+        path = folder / f"frame_{k:05d}.fits"
+        hdr = fits.Header()
+        hdr["DATE-OBS"] = (truth.meta["time"], "UTC mid-exposure")
+        hdr["COMMENT"] = "simulated by startrack.sky.simulate.write_ground_sequence"
+        fits.PrimaryHDU(np.clip(image, 0, 65535).astype(np.uint16), header=hdr).writeto(path, overwrite=True)
+        paths.append(path)
+        t = truth["hip", "x", "y", "flux", "hp"]
+        t.add_column(np.full(len(t), k), name="frame", index=0)
+        t.meta = {}
+        truths.append(t)
+        rows.append((k, path.name, truth.meta["time"], *truth.meta["attitude_quaternion"]))
+        if progress is not None:
+            progress(k + 1)
+    table = vstack(truths) if truths else Table(names=("frame", "hip", "x", "y", "flux", "hp"))
+    table.meta = {"psf": psf.spec, "cadence_s": float(cadence), "start": parse_time(start).utc.isot,
+                  "note": "x, y in px (pixel centres at integers), flux in e-; hip 0 for spots that are no star"}
+    table.write(folder / "truth.ecsv", overwrite=True)
+    Table(rows=rows, names=("frame", "file", "time", "qx", "qy", "qz", "qw")).write(folder / "truth_frames.ecsv",
+                                                                                    overwrite=True)
+    return paths
