@@ -15,6 +15,10 @@ def assessment(night):
                   sensor=night["sensor"])
 
 
+# the shared sequence's two passes take ~1-3 min on 2 cores (the per-star ePSF builds of ~35 stars)
+pytestmark = pytest.mark.slow
+
+
 def test_trajectory_residuals_against_the_precision_limit(assessment):
     h = assessment.headline
     print({m: h[m] for m in ("cg", "gaussian", "epsf")}, h["cg_over_epsf"])

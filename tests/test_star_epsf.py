@@ -9,6 +9,10 @@ from startrack.sky.attitude import ARCSEC
 from startrack.sky.star_epsf import EPSF_FRAME_COLUMNS, EPSF_STAR_COLUMNS, per_star_epsf
 
 
+# the shared sequence's two passes take ~1-3 min on 2 cores (the per-star ePSF builds of ~35 stars)
+pytestmark = pytest.mark.slow
+
+
 def _against_truth(night, stars):
     truth = night["truth"][night["truth"]["hip"] > 0]
     truth.rename_columns(["x", "y", "flux"], ["x_true", "y_true", "flux_true"])
