@@ -8,7 +8,6 @@ from scipy.spatial.transform import Rotation
 from startrack.sky.attitude import ARCSEC
 from startrack.sky.star_epsf import EPSF_FRAME_COLUMNS, EPSF_STAR_COLUMNS, per_star_epsf
 
-
 # the shared sequence's two passes take ~1-3 min on 2 cores (the per-star ePSF builds of ~35 stars)
 pytestmark = pytest.mark.slow
 
