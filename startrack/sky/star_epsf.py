@@ -40,8 +40,9 @@ EPSF_STAR_COLUMNS = ("x_epsf", "y_epsf", "x_epsf_err", "y_epsf_err", "flux_epsf"
 EPSF_FRAME_COLUMNS = ("qx_epsf", "qy_epsf", "qz_epsf", "qw_epsf", "sigma_cross_epsf_arcsec", "sigma_roll_epsf_arcsec",
                       "rms_epsf_arcsec", "n_epsf")
 #: Roughness penalty of a per-star ePSF. One star's few dozen images leave ~3 samples per node of a 29 x 29
-#: grid: on a simulated 60-frame zenith sequence (0.3 px core + offset wing) the ePSF-MLE error was
-#: 1.16x the PL at the build's default 0.1, 1.12x at 0.3, 1.21x at 1 and 1.40x at 3 (six faint stars).
+#: grid: on a simulated 60-frame zenith sequence (0.3 px core + offset wing; builds without the track tie)
+#: the ePSF-MLE error was 1.16x the PL at the build's default 0.1, 1.12x at 0.3, 1.21x at 1, 1.40x at 3
+#: (six faint stars). Not re-tuned with the tie.
 PER_STAR_SMOOTHING = 0.3
 _STAR_NEEDS = ("frame", "hip", "x", "y", "x_err", "y_err", "flux", "stamp")
 _FRAME_NEEDS = ("frame", "time", "status", "focal_length_px")
