@@ -374,7 +374,29 @@ def _samples(stamps_e, origins, pos, roi):
     return cols - pos[:, 0, None, None], rows - pos[:, 1, None, None], val
 
 
-def _tie(pos, weight, ids, n_frames, n_stars, kind):
+def _tie_track(pos, weight, ids, times, n_stars, degree=2):
+    """Each star's positions tied to a polynomial track in time (a star drifting over a fixed camera).
+
+    The drift carries the star over many pixel phases, so a smooth track
+    averages each image's pixel-phase bias with the star's other images,
+    as the shift tie does with the other stars of a frame.
+    """
+    out = pos.copy()
+    t = np.asarray(times, float)[ids[:, 0]]
+    for s in range(n_stars):
+        sel = np.flatnonzero((ids[:, 1] == s) & (weight > 0) & np.all(np.isfinite(pos), axis=1))
+        if len(sel) < degree + 2:
+            continue
+        ts = t[sel]
+        tc = (ts - ts.mean()) / max(float(np.ptp(ts)), 1e-12)
+        w = np.sqrt(weight[sel])
+        design = np.vander(tc, degree + 1) * w[:, None]
+        coef = np.linalg.lstsq(design, pos[sel] * w[:, None], rcond=None)[0]
+        out[sel] = np.vander(tc, degree + 1) @ coef
+    return out
+
+
+def _tie(pos, weight, ids, n_frames, n_stars, kind, times=None):
     """Positions of repeated stars tied across frames: ``pos[f, s] = T_f(X_s)``.
 
     ``T_f`` is a shift (``kind="shift"``) or an affine map (``"affine"``)
@@ -384,7 +406,10 @@ def _tie(pos, weight, ids, n_frames, n_stars, kind):
     the frame, which all sit at other phases: this is what removes it
     (a single image cannot tell a biased position from a warped ePSF).
     Frames with too few stars for their map fall back to a shift.
+    ``kind="track"`` ties each star to a quadratic in ``times`` instead (:func:`_tie_track`).
     """
+    if kind == "track":
+        return _tie_track(pos, weight, ids, times, n_stars)
     P = np.full((n_frames, n_stars, 2), np.nan)
     W = np.zeros((n_frames, n_stars))
     P[ids[:, 0], ids[:, 1]] = pos
@@ -472,7 +497,8 @@ def match_stars(positions, *, radius=1.0, max_stars=100):
 
 
 def build_epsf(images, positions, sensor: Sensor | None = None, *, oversampling=4, roi=7, iterations=50,
-               per_star=False, tie=None, mask=None, clip=2.5, smoothing=SMOOTHING, tol=1e-3, isolation=None):
+               per_star=False, tie=None, times=None, mask=None, clip=2.5, smoothing=SMOOTHING, tol=1e-3,
+               isolation=None):
     """Effective PSF from star images by the Anderson & King (2000) iteration.
 
     Parameters
@@ -509,7 +535,11 @@ def build_epsf(images, positions, sensor: Sensor | None = None, *, oversampling=
         sharpest spots. Tied, each star's bias is averaged with its other
         images and its frame's other stars at other phases, and the build
         converges in a few builds. Use it whenever the stars repeat
-        (dithered or drifting frames).
+        (dithered or drifting frames). ``"track"``: each star's positions
+        lie on a quadratic in ``times`` (a star drifting over a camera fixed
+        to the ground, the night-sky mode; frames may hold any stars).
+    times : sequence of float, optional
+        With ``tie="track"``: each frame's time (s).
     mask : 2-D bool array or one per frame, optional
         True where pixels must be ignored.
     clip : float
@@ -566,7 +596,12 @@ def build_epsf(images, positions, sensor: Sensor | None = None, *, oversampling=
     roi = as_int(roi, "roi", minimum=3, odd=True)
     oversampling = as_int(oversampling, "oversampling", minimum=1, maximum=16)
     iterations = as_int(iterations, "iterations", minimum=1)
-    one_of(tie, "tie", (None, "shift", "affine"))
+    one_of(tie, "tie", (None, "shift", "affine", "track"))
+    if tie == "track":
+        times = np.asarray(times if times is not None else [], dtype=float).ravel()
+        if len(times) != len(frames) or not np.all(np.isfinite(times)):
+            raise ValueError(f"tie='track' needs times: one finite time (s) per frame, got {len(times)} for "
+                             f"{len(frames)} frames")
     clip = as_float(clip, "clip", positive=True, unit="sigmas")
     tol = as_float(tol, "tol", positive=True, unit="px")
     smoothing = as_float(smoothing, "smoothing", nonnegative=True)
@@ -588,7 +623,7 @@ def build_epsf(images, positions, sensor: Sensor | None = None, *, oversampling=
     groups = [np.flatnonzero(ids[:, 1] == k) for k in range(n_stars)] if per_star else [np.arange(len(ids))]
     settings = dict(oversampling=int(oversampling), roi=int(roi), iterations=int(iterations), clip=float(clip),
                     smoothing=float(smoothing), tol=float(tol), tie=tie, per_star=bool(per_star), counts=counts,
-                    shape=(len(frames), n_stars))
+                    shape=(len(frames), n_stars), times=times)
     threads = nb.get_num_threads()
     if len(ids) < _PARALLEL_MIN:
         nb.set_num_threads(1)
@@ -672,7 +707,7 @@ def _iterate(stamps, given, corner, ids, groups, sensor, st):
     xy, flux, bg, use = _start(stamps_e, corner, given, roi)
     n_incomplete = int(np.sum(~use))
     if tie:
-        xy = np.where(use[:, None], _tie(xy, use.astype(float), ids, *st["shape"], tie), xy)
+        xy = np.where(use[:, None], _tie(xy, use.astype(float), ids, *st["shape"], tie, st["times"]), xy)
     fit = ("x", "y", "background") if per_star else ("x", "y", "flux", "background")
     need = os_**2
     converged = False
@@ -722,7 +757,8 @@ def _iterate(stamps, given, corner, ids, groups, sensor, st):
             flux[g] = np.where(good[g] & (np.asarray(res["flux"]) > 0), np.asarray(res["flux"], float), flux[g])
             bg[g] = np.where(good[g], np.asarray(res["background"], float), bg[g])
         if tie:
-            new = np.where(good[:, None], _tie(new, np.where(good, 1.0 / err**2, 0.0), ids, *st["shape"], tie), new)
+            new = np.where(good[:, None], _tie(new, np.where(good, 1.0 / err**2, 0.0), ids, *st["shape"], tie,
+                                            st["times"]), new)
         good &= np.all(np.abs(new - given) <= _MARGIN, axis=1)
         moved = np.abs(new - xy)[good & use]
         shift = float(moved.max()) if moved.size else np.nan

@@ -39,8 +39,8 @@ from ..flags import BAD_FIT
 from ..validate import as_int
 from .attitude import ARCSEC
 from .camera import Camera
-from .catalog import parse_time
 from .earth import Site, earth_rotation
+from .star_epsf import frame_seconds
 
 __all__ = ["assess", "Assessment", "METHODS"]
 
@@ -87,6 +87,11 @@ class Assessment:
         longitude whose zenith it is, and with a site its altitude and azimuth there.
     headline : dict
         The numbers a person asks for first (see :func:`assess`).
+    context : dict
+        ``camera``, ``sensor`` (TOML text) and pass 1's PSF ``model`` (spec), for the report.
+    degree : int
+        Degree of the trajectory polynomials.
+    n_frames : int
     """
 
     stars: Table
@@ -98,6 +103,7 @@ class Assessment:
     failures: Table
     mounting: dict = field(default_factory=dict)
     headline: dict = field(default_factory=dict)
+    context: dict = field(default_factory=dict)
     degree: int = 2
     n_frames: int = 0
 
@@ -174,7 +180,7 @@ def assess(frames: Table, stars: Table, camera: Camera, *, site: Site | None = N
         if missing:
             raise ValueError(f"{name} lacks column(s) {missing}")
     methods = [m for m in METHODS if all(c in stars.colnames for c in METHODS[m])]
-    seconds = _frame_seconds(frames)
+    seconds = frame_seconds(frames)
     residuals, per_star = _trajectories(stars, frames, seconds, methods, degree)
     summary = _summary(per_star, residuals, methods)
     regions = _regions(residuals, methods)
@@ -186,24 +192,9 @@ def assess(frames: Table, stars: Table, camera: Camera, *, site: Site | None = N
     a = Assessment(per_star, summary, regions, residuals, attitude, att_summary, failures, mounting, degree=degree,
                    n_frames=len(frames))
     a.headline = _headline(a, methods, solutions, frames)
-    a.headline["camera"] = camera.to_toml()
-    a.headline["model"] = getattr(model, "spec", None if model is None else repr(model))
-    a.headline["sensor"] = None if sensor is None else sensor.to_toml()
+    a.context = {"camera": camera.to_toml(), "sensor": None if sensor is None else sensor.to_toml(),
+                 "model": getattr(model, "spec", None if model is None else repr(model))}
     return a
-
-
-def _frame_seconds(frames):
-    """Seconds from the first timed frame, per frame number; the frame number where no frame has a time."""
-    times = [str(t).strip() for t in frames["time"]]
-    number = np.asarray(frames["frame"], np.int64)
-    if not any(times):
-        return dict(zip(number.tolist(), number.astype(float).tolist(), strict=True))
-    have = [i for i, t in enumerate(times) if t]
-    from astropy.time import Time
-
-    t = Time([parse_time(times[i]) for i in have])
-    sec = (t - t[0]).to_value("s")
-    return {int(number[i]): float(s) for i, s in zip(have, sec, strict=True)}
 
 
 def _trajectories(stars, frames, seconds, methods, degree):
@@ -496,10 +487,12 @@ def _report(a, plots, tables):
     else:
         lines += [f"![{p}]({p})" for p in plots]
     lines += ["", "Tables: " + ", ".join(tables), ""]
-    if h.get("model"):
-        lines += [f"Pass 1 PSF model: `{h['model']}`", ""]
-    lines += ["Camera:", "", "```toml", h["camera"].rstrip()]
-    if h.get("sensor"):
-        lines += ["", h["sensor"].rstrip()]
-    lines += ["```", ""]
+    c = a.context
+    if c.get("model"):
+        lines += [f"Pass 1 PSF model: `{c['model']}`", ""]
+    if c.get("camera"):
+        lines += ["Camera:", "", "```toml", c["camera"].rstrip()]
+        if c.get("sensor"):
+            lines += ["", c["sensor"].rstrip()]
+        lines += ["```", ""]
     return "\n".join(lines)

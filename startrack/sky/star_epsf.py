@@ -19,6 +19,7 @@ import warnings
 
 import numpy as np
 from astropy.table import Table
+from astropy.time import Time
 
 from ..epsf import build_epsf
 from ..flags import BAD_FIT, SATURATED
@@ -30,7 +31,8 @@ from .attitude import ARCSEC, solve_attitude
 from .camera import Camera
 from .catalog import Catalog, parse_time
 
-__all__ = ["per_star_epsf", "resolve_attitudes", "EPSF_STAR_COLUMNS", "EPSF_FRAME_COLUMNS", "PER_STAR_SMOOTHING"]
+__all__ = ["per_star_epsf", "resolve_attitudes", "frame_seconds", "EPSF_STAR_COLUMNS", "EPSF_FRAME_COLUMNS",
+           "PER_STAR_SMOOTHING"]
 
 #: Columns :func:`per_star_epsf` adds to the star table.
 EPSF_STAR_COLUMNS = ("x_epsf", "y_epsf", "x_epsf_err", "y_epsf_err", "flux_epsf", "epsf")
@@ -38,8 +40,9 @@ EPSF_STAR_COLUMNS = ("x_epsf", "y_epsf", "x_epsf_err", "y_epsf_err", "flux_epsf"
 EPSF_FRAME_COLUMNS = ("qx_epsf", "qy_epsf", "qz_epsf", "qw_epsf", "sigma_cross_epsf_arcsec", "sigma_roll_epsf_arcsec",
                       "rms_epsf_arcsec", "n_epsf")
 #: Roughness penalty of a per-star ePSF. One star's few dozen images leave ~3 samples per node of a 29 x 29
-#: grid: on a simulated 60-frame zenith sequence (0.3 px core + offset wing) the ePSF-MLE error was
-#: 1.16x the PL at the build's default 0.1, 1.12x at 0.3, 1.21x at 1 and 1.40x at 3 (six faint stars).
+#: grid: on a simulated 60-frame zenith sequence (0.3 px core + offset wing; builds without the track tie)
+#: the ePSF-MLE error was 1.16x the PL at the build's default 0.1, 1.12x at 0.3, 1.21x at 1, 1.40x at 3
+#: (six faint stars). Not re-tuned with the tie.
 PER_STAR_SMOOTHING = 0.3
 _STAR_NEEDS = ("frame", "hip", "x", "y", "x_err", "y_err", "flux", "stamp")
 _FRAME_NEEDS = ("frame", "time", "status", "focal_length_px")
@@ -136,6 +139,7 @@ def per_star_epsf(stars: Table, stamps, origins, frames: Table, camera: Camera, 
         # a saturated core leaves the image nothing an ePSF could be built from or fitted to at the bound
         ok &= (np.asarray(stars["flags"], np.int64) & (BAD_FIT | SATURATED)) == 0
     summary = []
+    seconds = frame_seconds(frames)
     for h in np.unique(hip[ok]):
         sel = np.flatnonzero(ok & (hip == h))
         n_frames = len(np.unique(frame[sel]))
@@ -145,12 +149,16 @@ def per_star_epsf(stars: Table, stamps, origins, frames: Table, camera: Camera, 
         else:
             k = row[sel]
             corner = org[k]
-            local = np.column_stack([x[sel], y[sel]]) - corner
+            when = np.array([seconds.get(int(f), np.nan) for f in frame[sel]])
+            # the star's images on one smooth track: what removes the pixel-phase bias of its positions
+            tie = dict(tie="track", times=when) if np.all(np.isfinite(when)) else {}
+            canvas, start = _on_canvas(stack[k], corner)
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 try:
-                    epsf = build_epsf(list(stack[k]), [p[None] for p in local], sensor, oversampling=oversampling,
-                                      roi=roi, per_star=True, smoothing=smoothing)[0]
+                    epsf = build_epsf(canvas, [p[None] for p in np.column_stack([x[sel], y[sel]]) - start], sensor,
+                                      oversampling=oversampling, roi=roi, per_star=True, smoothing=smoothing,
+                                      **tie)[0]
                 except ValueError as exc:
                     epsf, note = None, str(exc).splitlines()[0]
             if epsf is None:
@@ -185,6 +193,37 @@ def per_star_epsf(stars: Table, stamps, origins, frames: Table, camera: Camera, 
                        pass1_psf=getattr(model, "spec", repr(model)))
     frames2 = resolve_attitudes(frames, stars2, camera, catalog)
     return stars2, frames2
+
+
+def _on_canvas(stamps, origins):
+    """One star's stamps pasted into NaN images of the area its track covers, and that area's frame origin.
+
+    :func:`startrack.build_epsf` takes frames; on a shared canvas the star's
+    positions keep their frame-coordinate track (up to one shift), which
+    its ``tie="track"`` needs.
+    """
+    start = origins.min(axis=0)
+    size = origins.max(axis=0) - start + np.array(stamps.shape[2:0:-1])
+    canvas = np.full((len(stamps), size[1], size[0]), np.nan)
+    for i, (c, r) in enumerate(origins - start):
+        canvas[i, r:r + stamps.shape[1], c:c + stamps.shape[2]] = stamps[i]
+    return list(canvas), start
+
+
+def frame_seconds(frames: Table) -> dict:
+    """``{frame number: seconds from the first timed frame}`` of a frame table (``frame``, ``time`` ISO UTC).
+
+    Frames without a time are left out; when no frame has one, the frame
+    numbers stand in for the times (a constant cadence).
+    """
+    times = [str(t).strip() for t in frames["time"]]
+    number = np.asarray(frames["frame"], np.int64)
+    if not any(times):
+        return dict(zip(number.tolist(), number.astype(float).tolist(), strict=True))
+    have = [i for i, t in enumerate(times) if t]
+    t = Time([parse_time(times[i]) for i in have])
+    sec = (t - t[0]).to_value("s")
+    return {int(number[i]): float(s) for i, s in zip(have, sec, strict=True)}
 
 
 def resolve_attitudes(frames: Table, stars: Table, camera: Camera, catalog: Catalog, *, x="x_epsf", y="y_epsf",
