@@ -187,63 +187,58 @@ def _node(grid, tile, r, c):
 
 
 @nb.njit(cache=True)
-def _grid_stats(image, mask, use_mask, tile, step, bg):
-    """Per ``tile`` block: the clipped median of every ``step``-th pixel each way (NaN if < 8 usable).
+def _block_samples(image, mask, use_mask, tile, step, bi, bj, surface, buf):
+    """Every ``step``-th usable pixel each way of block (bi, bj) into ``buf``, less the interpolated
+    ``surface`` (absolute) when one is given (a 0 x 0 array means none); returns how many."""
+    h, w = image.shape
+    about = surface.shape[0] > 0
+    m = 0
+    for r in range(bi * tile, min(h, (bi + 1) * tile), step):
+        for c in range(bj * tile, min(w, (bj + 1) * tile), step):
+            v = float(image[r, c])
+            if math.isfinite(v) and not (use_mask and mask[r, c]):
+                buf[m] = abs(v - _node(surface, tile, r, c)) if about else v
+                m += 1
+    return m
+
+
+@nb.njit(cache=True)
+def _grid_stats(image, mask, use_mask, tile, step, bg, sig):
+    """Per ``tile`` block, from every ``step``-th pixel each way (NaN if < 8 usable): the background and the noise.
 
     One pass over a decimated grid in the frame's own dtype (numba's median
-    is a selection, not a sort): the median, the MAD about it, and the median
-    of what lies within 3 robust sigmas of it (the stars clipped).
+    is a selection, not a sort). Background: the median of what lies within
+    3 robust sigmas of the block's median (the stars clipped). Noise: 1.4826
+    MAD about the background interpolated between the blocks, not about the
+    block's median, so that a moonlit gradient across a block is not taken
+    for noise.
     """
-    h, w = image.shape
     ty, tx = bg.shape
     side = (tile + step - 1) // step
     buf = np.empty(side * side)
     dev = np.empty(side * side)
+    none = np.empty((0, 0))
     for bi in range(ty):
         for bj in range(tx):
-            m = 0
-            for r in range(bi * tile, min(h, (bi + 1) * tile), step):
-                for c in range(bj * tile, min(w, (bj + 1) * tile), step):
-                    v = float(image[r, c])
-                    if math.isfinite(v) and not (use_mask and mask[r, c]):
-                        buf[m] = v
-                        m += 1
+            m = _block_samples(image, mask, use_mask, tile, step, bi, bj, none, buf)
             if m < 8:
                 bg[bi, bj] = np.nan
                 continue
             med = np.median(buf[:m])
             for k in range(m):
                 dev[k] = abs(buf[k] - med)
-            mad = np.median(dev[:m])
-            lim = 3.0 * 1.4826 * mad + 1e-12
+            lim = 3.0 * 1.4826 * np.median(dev[:m]) + 1e-12
             k = 0
             for i in range(m):
                 if abs(buf[i] - med) <= lim:
                     dev[k] = buf[i]
                     k += 1
             bg[bi, bj] = np.median(dev[:k])
-
-
-@nb.njit(cache=True)
-def _grid_noise(image, mask, use_mask, tile, step, bg, sig):
-    """Per block: 1.4826 MAD of the same samples as :func:`_grid_stats` about the interpolated background.
-
-    About the surface, not the block's median, so that a moonlit gradient
-    across a block is not taken for noise.
-    """
-    h, w = image.shape
-    ty, tx = bg.shape
-    side = (tile + step - 1) // step
-    buf = np.empty(side * side)
+    fill = np.median(bg.ravel()[np.isfinite(bg.ravel())]) if np.isfinite(bg).any() else np.nan
+    surface = np.where(np.isfinite(bg), bg, fill)
     for bi in range(ty):
         for bj in range(tx):
-            m = 0
-            for r in range(bi * tile, min(h, (bi + 1) * tile), step):
-                for c in range(bj * tile, min(w, (bj + 1) * tile), step):
-                    v = float(image[r, c])
-                    if math.isfinite(v) and not (use_mask and mask[r, c]):
-                        buf[m] = abs(v - _node(bg, tile, r, c))
-                        m += 1
+            m = _block_samples(image, mask, use_mask, tile, step, bi, bj, surface, buf)
             sig[bi, bj] = 1.4826 * np.median(buf[:m]) if m >= 8 else np.nan
 
 
@@ -263,12 +258,9 @@ def _sky_grid(image, tile, mask=None, samples=16):
     bg = np.empty((ty, tx))
     sig = np.empty((ty, tx))
     use_mask = mask is not None
-    mask = mask if use_mask else np.zeros((1, 1), bool)
-    step = max(1, tile // samples)
-    _grid_stats(image, mask, use_mask, tile, step, bg)
-    bg = _fill(bg)
-    _grid_noise(image, mask, use_mask, tile, step, bg, sig)
-    return bg, _fill(sig), tile
+    _grid_stats(image, mask if use_mask else np.zeros((1, 1), bool), use_mask, tile, max(1, tile // samples), bg,
+                sig)
+    return _fill(bg), _fill(sig), tile
 
 
 def _upsample(grid, tile, shape):
