@@ -187,14 +187,14 @@ def _node(grid, tile, r, c):
 
 
 @nb.njit(cache=True)
-def _block_samples(image, mask, use_mask, tile, step, bi, bj, surface, buf):
-    """Every ``step``-th usable pixel each way of block (bi, bj) into ``buf``, less the interpolated
-    ``surface`` (absolute) when one is given (a 0 x 0 array means none); returns how many."""
+def _block_samples(image, mask, use_mask, tile, step, offset, bi, bj, surface, buf):
+    """Every ``step``-th usable pixel each way of block (bi, bj), from ``offset``, into ``buf``, less the
+    interpolated ``surface`` (absolute) when one is given (a 0 x 0 array means none); returns how many."""
     h, w = image.shape
     about = surface.shape[0] > 0
     m = 0
-    for r in range(bi * tile, min(h, (bi + 1) * tile), step):
-        for c in range(bj * tile, min(w, (bj + 1) * tile), step):
+    for r in range(bi * tile + offset, min(h, (bi + 1) * tile), step):
+        for c in range(bj * tile + offset, min(w, (bj + 1) * tile), step):
             v = float(image[r, c])
             if math.isfinite(v) and not (use_mask and mask[r, c]):
                 buf[m] = abs(v - _node(surface, tile, r, c)) if about else v
@@ -220,7 +220,7 @@ def _grid_stats(image, mask, use_mask, tile, step, bg, sig):
     none = np.empty((0, 0))
     for bi in range(ty):
         for bj in range(tx):
-            m = _block_samples(image, mask, use_mask, tile, step, bi, bj, none, buf)
+            m = _block_samples(image, mask, use_mask, tile, step, 0, bi, bj, none, buf)
             if m < 8:
                 bg[bi, bj] = np.nan
                 continue
@@ -238,7 +238,8 @@ def _grid_stats(image, mask, use_mask, tile, step, bg, sig):
     surface = np.where(np.isfinite(bg), bg, fill)
     for bi in range(ty):
         for bj in range(tx):
-            m = _block_samples(image, mask, use_mask, tile, step, bi, bj, surface, buf)
+            # other pixels than the background's: residuals about an estimate from the same pixels shrink
+            m = _block_samples(image, mask, use_mask, tile, step, step // 2, bi, bj, surface, buf)
             sig[bi, bj] = 1.4826 * np.median(buf[:m]) if m >= 8 else np.nan
 
 

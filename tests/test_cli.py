@@ -7,7 +7,7 @@ from startrack.cli import main
 
 
 def test_demo(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path / "d")]) == 0
+    assert main(["demo", "--frame", "--out", str(tmp_path / "d")]) == 0
     out = capsys.readouterr().out
     assert "Poisson MLE" in out
     t = Table.read(tmp_path / "d" / "stars.ecsv")

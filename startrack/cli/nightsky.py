@@ -54,6 +54,7 @@ def register(sub):
 
 
 def run(args):
+    from ..sky.assess import headline_lines
     from ..sky.nightsky import run as nightsky
 
     frames = args.frames[0] if len(args.frames) == 1 else args.frames
@@ -63,6 +64,6 @@ def run(args):
     if not args.quiet:
         solved = int((res.frames["status"] == "solved").sum())
         print(f"{solved} of {len(res.frames)} frames solved; report: {res.report}", file=sys.stderr)
-        for key, value in res.assessment.headline.items():
-            print(f"  {key}: {value}", file=sys.stderr)
+        for line in headline_lines(res.assessment.headline):
+            print(line, file=sys.stderr)
     return 0

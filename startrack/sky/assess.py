@@ -42,7 +42,7 @@ from .camera import Camera
 from .earth import Site, earth_rotation
 from .star_epsf import frame_seconds
 
-__all__ = ["assess", "Assessment", "METHODS"]
+__all__ = ["assess", "Assessment", "METHODS", "headline_lines"]
 
 #: Localisation methods: name -> (x, y, x_err, y_err) columns of the star table. The centre of gravity has no
 #: bound of its own; it is shown beside the Gaussian MLE's.
@@ -337,6 +337,24 @@ def _pointing(boresight_itrs, site):
         out["altitude_deg"] = math.degrees(math.asin(float(np.clip(b @ site.up, -1, 1))))
         out["azimuth_deg"] = math.degrees(math.atan2(float(b @ site.east), float(b @ site.north))) % 360.0
     return out
+
+
+def headline_lines(headline) -> list[str]:
+    """The headline numbers as lines for a terminal: accuracy against the PL, then the attitude."""
+    names = {"cg": "centre of gravity", "gaussian": "Gaussian MLE", "epsf": "ePSF MLE"}
+    lines = [f"{headline['n_solved']} of {headline['n_frames']} frames solved, {headline['n_stars']} stars tracked"]
+    for m in ("cg", "gaussian", "epsf"):
+        if m in headline:
+            h = headline[m]
+            lines.append(f"  {names[m]:<18} trajectory residual {h['rms']:.4f} px RMS, PL {h['pl']:.4f} px "
+                         f"({h['ratio']:.2f}x the bound)")
+    if "cg_over_epsf" in headline:
+        lines.append(f"  the ePSF MLE is {headline['cg_over_epsf']:.1f}x better than the centre of gravity")
+    for m, h in headline.get("attitude", {}).items():
+        lines.append(f"  attitude ({names.get(m, m)}) against the Earth's rotation: {h['rms_cross']:.3f}\" across "
+                     f"(1-sigma {h['sigma_cross']:.3f}\"), {h['rms_roll']:.2f}\" roll "
+                     f"(1-sigma {h['sigma_roll']:.2f}\")")
+    return lines
 
 
 def _headline(a, methods, solutions, frames):
