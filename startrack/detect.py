@@ -203,7 +203,7 @@ def _block_samples(image, mask, use_mask, tile, step, offset, bi, bj, surface, b
 
 
 @nb.njit(cache=True)
-def _grid_stats(image, mask, use_mask, tile, step, bg, sig):
+def _grid_stats(image, mask, use_mask, tile, step, apart, bg, sig):
     """Per ``tile`` block, from every ``step``-th pixel each way (NaN if < 8 usable): the background and the noise.
 
     One pass over a decimated grid in the frame's own dtype (numba's median
@@ -238,8 +238,9 @@ def _grid_stats(image, mask, use_mask, tile, step, bg, sig):
     surface = np.where(np.isfinite(bg), bg, fill)
     for bi in range(ty):
         for bj in range(tx):
-            # other pixels than the background's: residuals about an estimate from the same pixels shrink
-            m = _block_samples(image, mask, use_mask, tile, step, step // 2, bi, bj, surface, buf)
+            # ``apart``: other pixels than the background's, since residuals about an estimate made from the
+            # same pixels shrink (~4 % in sigma); detection keeps the same pixels, slightly the more sensitive
+            m = _block_samples(image, mask, use_mask, tile, step, step // 2 if apart else 0, bi, bj, surface, buf)
             sig[bi, bj] = 1.4826 * np.median(buf[:m]) if m >= 8 else np.nan
 
 
@@ -251,7 +252,7 @@ def _fill(grid):
     return np.where(ok, grid, np.median(grid[ok]))
 
 
-def _sky_grid(image, tile, mask=None, samples=16):
+def _sky_grid(image, tile, mask=None, samples=16, apart=False):
     """Background and noise on the block grid of ``image`` (any real dtype), ``samples`` x ``samples`` per block."""
     h, w = image.shape
     tile = max(1, min(int(tile), h, w))
@@ -259,8 +260,8 @@ def _sky_grid(image, tile, mask=None, samples=16):
     bg = np.empty((ty, tx))
     sig = np.empty((ty, tx))
     use_mask = mask is not None
-    _grid_stats(image, mask if use_mask else np.zeros((1, 1), bool), use_mask, tile, max(1, tile // samples), bg,
-                sig)
+    _grid_stats(image, mask if use_mask else np.zeros((1, 1), bool), use_mask, tile, max(1, tile // samples), apart,
+                bg, sig)
     return _fill(bg), _fill(sig), tile
 
 
@@ -292,7 +293,7 @@ def background_map(image, tile=64, mask=None):
     """
     img = as_frame(image)
     mask = as_mask(mask, img.shape)
-    bg, sig, tile = _sky_grid(img, as_int(tile, "tile", minimum=4), mask)
+    bg, sig, tile = _sky_grid(img, as_int(tile, "tile", minimum=4), mask, apart=True)
     return _upsample(bg, tile, img.shape), float(np.median(sig))
 
 
