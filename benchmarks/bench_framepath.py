@@ -31,6 +31,7 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import numba
 import numpy as np
 from astropy.time import Time
@@ -142,6 +143,7 @@ def main(argv=None):
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocess")
     a = p.parse_args(argv)
     numba.set_num_threads(1)
+    cv2.setNumThreads(1)  # one core: OpenCV's filter would otherwise take both
     a.work.mkdir(parents=True, exist_ok=True)
     report = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.node()} {platform.processor()} "
               f"{platform.machine()}, python {platform.python_version()}", "frames": a.frames, "cameras": {}}

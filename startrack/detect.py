@@ -570,7 +570,7 @@ def detect(image, sensor: Sensor | None = None, *, threshold=5.0, smooth=1.0, ro
     t2 = perf_counter()
     py = found[:, 0].astype(np.int64)
     px = found[:, 1].astype(np.int64)
-    size = max(roi, int(stamps or 0))
+    size = max(roi + 4, int(stamps or 0))  # room for the elongation test and the fit's window
     origins = stamp_origins(px, py, size, img.shape)
     cut = cut_stamps(img, origins, size)
     if len(px):
