@@ -270,8 +270,9 @@ def _add_light(work, light, gain, rng):
 
 
 def _robust_sigma(work):
-    med = np.median(work)
-    return 1.4826 * float(np.median(np.abs(work - med)))
+    from astropy.stats import mad_std
+
+    return float(mad_std(work))
 
 
 @_light_doc
