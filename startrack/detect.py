@@ -406,20 +406,33 @@ def _filtered(img, smooth, mask):
     return out
 
 
-def _elongated(stamps, background, peak):
-    """Line-like detections: the pixels above half the peak in each stamp spread along one axis.
+def _elongated(stamps, background, peak, row, col):
+    """Line-like detections: the connected pixels above half the peak spread along one axis.
 
     A satellite trail or a lit roof edge crossing a stamp fills it along the
-    line: the larger eigenvalue of the covariance of the coordinates of its
-    pixels above half the peak exceeds 4 px^2 and 4x the smaller one. A star,
-    even saturated, spreads evenly; two stars inside one stamp spread less
-    than 4 px^2; half the peak keeps a sky gradient out of the measure.
+    line: the pixels above half the peak that connect to the peak pixel
+    (``row``, ``col`` in each stamp) have coordinates whose larger covariance
+    eigenvalue exceeds 4 px^2 and 4x the smaller one. A star, even saturated,
+    spreads evenly; a neighbouring star is not connected; half the peak keeps
+    a sky gradient out of the measure.
     """
     n, size, _ = stamps.shape
     if n == 0:
         return np.zeros(0, bool)
     with np.errstate(invalid="ignore"):
-        on = (stamps - background[:, None, None]) > 0.5 * peak[:, None, None]
+        above = (stamps - background[:, None, None]) > 0.5 * peak[:, None, None]
+    on = np.zeros_like(above)
+    on[np.arange(n), row, col] = above[np.arange(n), row, col]
+    for _ in range(size):  # grow the peak's region through its 8-connected neighbours
+        grown = on.copy()
+        grown[:, 1:] |= on[:, :-1]
+        grown[:, :-1] |= on[:, 1:]
+        grown[:, :, 1:] |= grown[:, :, :-1]
+        grown[:, :, :-1] |= grown[:, :, 1:]
+        grown &= above
+        if np.array_equal(grown, on):
+            break
+        on = grown
     yy, xx = np.mgrid[0:size, 0:size]
     cnt = np.maximum(on.sum(axis=(1, 2)), 1)
     mx = (on * xx).sum(axis=(1, 2)) / cnt
@@ -602,7 +615,8 @@ def detect(image, sensor: Sensor | None = None, *, threshold=5.0, smooth=1.0, ro
     t["snr"] = found[:, 2] / found[:, 3]
     t["npix"] = np.asarray(cg["npix"])
     t["saturated"] = sat
-    t["elongated"] = _elongated(cut, found[:, 4], np.asarray(t["peak"], float))
+    t["elongated"] = _elongated(cut, found[:, 4], np.asarray(t["peak"], float), py - origins[:, 1],
+                                px - origins[:, 0])
     t.meta["noise_sigma_filtered"] = float(np.median(sig))
     t.meta["noise_sigma"] = float(np.median(sig)) / norm
     t.meta["background_level"] = float(np.median(bg))

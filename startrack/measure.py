@@ -15,7 +15,7 @@ from time import perf_counter
 import numpy as np
 from astropy.table import Table
 
-from .detect import centroid, detect
+from .detect import detect
 from .flags import BAD_FIT
 from .localize import localize
 from .psf import PSFModel
@@ -113,15 +113,9 @@ def measure_stars(image, model, sensor=None, *, threshold=5.0, roi=None, max_sta
     if "stamps" not in det.meta:
         raise ValueError("detections must come from startrack.detect(..., stamps=roi + 4)")
     stamps, origins = det.meta["stamps"], det.meta["stamp_origins"]
-    # A hot pixel's share of its window's light, against the window's own border: beside a lit edge the
-    # block background is far below the local sky, whose light would hide the spike in the window's sum.
-    hot = np.zeros(len(det), bool)
-    if len(det):
-        peak_xy = np.column_stack([np.rint(det["x_cg"]), np.rint(det["y_cg"])])
-        local = centroid(stamps, peak_xy, origins=origins, roi=roi, background="border", threshold=None)
-        top = np.asarray(det["peak"], float) + np.asarray(det["background"], float)
-        frac = (top - np.asarray(local["background"])) / np.maximum(np.asarray(local["flux_cg"], float), 1e-9)
-        hot = frac > 0.5 * (1.0 + _peak_fraction(model))
+    # a hot pixel holds more of its window's light than the PSF can put into one pixel
+    frac = np.asarray(det["peak"], float) / sensor.gain / np.maximum(np.asarray(det["flux"], float), 1e-9)
+    hot = frac > 0.5 * (1.0 + _peak_fraction(model))
     line = np.asarray(det["elongated"], bool)
     rejected = (0, 0)
     if not keep_bad:
