@@ -89,20 +89,12 @@ def run_cedar(frames, cam, work, python):
     """cedar-solve's image path on the same frames (None when its environment is missing)."""
     if not python or not Path(python).exists():
         return None
-    from bench_starid import write_hip_main
+    from bench_starid import cedar_command
 
-    fov = cam.fov_deg[0]
     path = work / f"framepath-{cam.width}.npy"
     np.save(path, np.stack(frames))
-    hip = work / "cedar-catalog" / "hip_main.dat"  # cedar-solve accepts only this file name
-    if not hip.exists():
-        hip.parent.mkdir(parents=True, exist_ok=True)
-        write_hip_main(hip)
-    db = work / f"cedar-{cam.width}-{1000 * fov:.0f}mdeg.npz"
     out = work / f"cedar-framepath-out-{cam.width}.npz"
-    cmd = [python, str(Path(__file__).with_name("_cedar_worker.py")), "--images", str(path), "--out", str(out),
-           "--database", str(db), "--hip-main", str(hip), "--fov", f"{fov:.4f}", "--width", str(cam.width),
-           "--height", str(cam.height), "--fov-estimate", f"{fov:.4f}", "--fov-max-error", f"{0.05 * fov:.4f}"]
+    cmd = cedar_command(python, cam, work, ["--images", str(path)], out)
     subprocess.run(cmd, check=True, env=os.environ | {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"})
     z = np.load(out)
     return {"time_ms": z["t_wall"], "t_centroid_ms": z["t_centroid"], "solved": z["solved"]}

@@ -255,22 +255,27 @@ def write_hip_main(path):
             fh.write("|".join(f) + "\n")
 
 
+def cedar_command(python, cam, work, inputs, out):
+    """The ``_cedar_worker.py`` command line for ``inputs`` (its ``--frames`` or ``--images`` option) on ``cam``,
+    with the catalog it reads written into ``work`` first and its database kept there."""
+    fov = cam.fov_deg[0]
+    hip = work / "cedar-catalog" / "hip_main.dat"  # cedar-solve accepts only this file name
+    if not hip.exists():
+        hip.parent.mkdir(parents=True, exist_ok=True)
+        write_hip_main(hip)
+    db = work / f"cedar-{cam.width}-{1000 * fov:.0f}mdeg.npz"
+    return [python, str(Path(__file__).with_name("_cedar_worker.py")), *inputs, "--out", str(out),
+            "--database", str(db), "--hip-main", str(hip), "--fov", f"{fov:.4f}", "--width", str(cam.width),
+            "--height", str(cam.height), "--fov-estimate", f"{fov:.4f}", "--fov-max-error", f"{0.05 * fov:.4f}"]
+
+
 def run_cedar(cam, fr, work, python):
     if not python or not Path(python).exists():
         return None
-    fov = cam.fov_deg[0]
     frames = work / f"cedar-in-{cam.width}.npz"
     np.savez(frames, start=fr["start"], x=fr["x"], y=fr["y"])
-    hip = work / "cedar-catalog" / "hip_main.dat"  # cedar-solve accepts only this file name
-    if not hip.exists():
-        hip.parent.mkdir(exist_ok=True)
-        write_hip_main(hip)
-    db = work / f"cedar-{cam.width}-{1000 * fov:.0f}mdeg.npz"
     out = work / f"cedar-out-{cam.width}.npz"
-    cmd = [python, str(Path(__file__).with_name("_cedar_worker.py")), "--frames", str(frames), "--out", str(out),
-           "--database", str(db), "--hip-main", str(hip), "--fov", f"{fov:.4f}", "--width", str(cam.width),
-           "--height", str(cam.height), "--fov-estimate", f"{fov:.4f}", "--fov-max-error", f"{0.05 * fov:.4f}"]
-    subprocess.run(cmd, check=True)
+    subprocess.run(cedar_command(python, cam, work, ["--frames", str(frames)], out), check=True)
     z = np.load(out)
     n = len(fr["start"]) - 1
     res = {"solved": z["solved"], "err": np.full(n, np.nan), "time_ms": z["t_wall"], "t_solve": z["t_solve"],

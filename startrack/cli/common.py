@@ -47,6 +47,14 @@ def command_group(sub, name, help, description, adders, metavar="SUBCOMMAND"):
     return p
 
 
+def fit_options(p, what="PSF model of the MLE"):
+    """The ``--psf`` and ``--threshold`` options of the commands that detect and fit stars."""
+    p.add_argument("--psf", default="gaussian:0.5", metavar="MODEL",
+                   help=f"{what}: gaussian:SIGMA, gaussian:SX,SY (px), epsf:FILE or pixel-epsf:FILE "
+                        "(default gaussian:0.5)")
+    p.add_argument("--threshold", type=float, default=5.0, help="detection threshold in sigma (default 5)")
+
+
 def load_sensor(camera) -> Sensor | None:
     """The ``[sensor]`` table of a camera TOML file, or None when there is no file or no table."""
     if camera is None:

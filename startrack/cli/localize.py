@@ -8,7 +8,7 @@ import numpy as np
 
 from ..measure import measure_stars
 from ..psf import parse_psf
-from .common import command, load_sensor, run_frames, save
+from .common import command, fit_options, load_sensor, run_frames, save
 
 HELP = """Detect stars in each frame (threshold on a matched-filtered image), start
 from their centre of gravity and refine every star by Poisson maximum
@@ -25,9 +25,7 @@ example:
 def register(sub):
     p = command(sub, "localize", "detect and localise stars (MLE + CRLB)", HELP, out="stars.ecsv")
     p.add_argument("frames", nargs="+", metavar="FRAME", help="frame file(s)")
-    p.add_argument("--psf", default="gaussian:0.5", metavar="MODEL",
-                   help="PSF model: gaussian:SIGMA, gaussian:SX,SY (px), epsf:FILE or pixel-epsf:FILE "
-                        "(default gaussian:0.5)")
+    fit_options(p, "PSF model")
     p.add_argument("--camera", metavar="TOML",
                    help="camera file whose [sensor] table gives gain, offset, dark_var, read_noise, saturation; "
                         "without it pixel values are taken as photo-electrons")
@@ -36,7 +34,6 @@ def register(sub):
     p.add_argument("--fit", default="all", choices=["all", "xy"],
                    help="fit x, y, flux and background (all, default) or only x, y with flux and background "
                         "from the detection (xy)")
-    p.add_argument("--threshold", type=float, default=5.0, help="detection threshold in sigma (default 5)")
     p.add_argument("--max-stars", type=int, default=None, help="keep only the brightest N stars per frame")
     p.set_defaults(func=run)
 

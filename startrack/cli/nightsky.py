@@ -32,7 +32,7 @@ examples:
 
 
 def register(sub):
-    from .common import command
+    from .common import command, fit_options
 
     p = command(sub, "nightsky", "a night-sky frame sequence: attitudes, per-star ePSF, accuracy report", HELP,
                 out="nightsky", what="folder", metavar="DIR")
@@ -46,10 +46,8 @@ def register(sub):
     where.add_argument("--workers", type=int, metavar="N", help="local worker processes (default all cores)")
     where.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="run the blocks on this Dask scheduler")
     p.add_argument("--resume", action="store_true", help="continue the run already in --out")
-    p.add_argument("--psf", default="gaussian:0.5", metavar="MODEL",
-                   help="PSF model of pass 1's MLE: gaussian:SIGMA (px) or epsf:FILE (default gaussian:0.5)")
+    fit_options(p, "PSF model of pass 1's MLE")
     p.add_argument("--no-epsf", action="store_true", help="skip pass 2 (per-star ePSF); assess the Gaussian MLE only")
-    p.add_argument("--threshold", type=float, default=5.0, help="detection threshold in sigma (default 5)")
     p.set_defaults(func=run)
 
 

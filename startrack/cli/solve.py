@@ -12,7 +12,7 @@ from ..psf import parse_psf
 from ..sky.camera import Camera
 from ..sky.catalog import parse_time
 from ..sky.pipeline import solve_frames
-from .common import command, load_sensor, progress, save
+from .common import command, fit_options, load_sensor, progress, save
 
 HELP = """Detect the stars of each frame, localise them by Poisson MLE with their
 Cramér-Rao bounds, identify them in the bundled Hipparcos 2 catalog and solve
@@ -50,10 +50,8 @@ def register(sub):
     p.add_argument("--time", metavar="ISOT", help="UTC time of frames without DATE-OBS, e.g. 2026-11-25T22:00:00")
     p.add_argument("--stars", metavar="FILE", help="also write every detected star (position, CRLB, flux, HIP)")
     p.add_argument("--wcs-dir", metavar="DIR", help="write a FITS WCS header <frame stem>.wcs per solved frame")
-    p.add_argument("--psf", default="gaussian:0.5", metavar="MODEL",
-                   help="PSF model for the MLE: gaussian:SIGMA (px) or epsf:FILE (default gaussian:0.5)")
+    fit_options(p)
     p.add_argument("--no-tracking", action="store_true", help="solve every frame lost-in-space")
-    p.add_argument("--threshold", type=float, default=5.0, help="detection threshold in sigma (default 5)")
     p.set_defaults(func=run)
 
 
