@@ -32,6 +32,7 @@ from astropy import units as u
 from astropy.table import Table, vstack
 
 from .. import __version__
+from ..detect import cut_stamps
 from ..io import FRAME_SUFFIXES, read_frame, read_table, write_table
 from ..psf import PSFModel, parse_psf
 from ..sensor import Sensor
@@ -138,16 +139,9 @@ def _frame_time(header, index, job: BlockJob):
 
 def _stamps(image, x, y, size):
     """``size`` x ``size`` float32 cut-outs centred on the pixel holding each (x, y); NaN off the frame."""
-    h, w = image.shape
-    half = size // 2
-    origins = np.column_stack([np.floor(np.asarray(x) + 0.5), np.floor(np.asarray(y) + 0.5)]).astype(np.int64) - half
-    stamps = np.full((len(origins), size, size), np.nan, np.float32)
-    for k, (c, r) in enumerate(origins):
-        c0, r0 = max(c, 0), max(r, 0)
-        c1, r1 = min(c + size, w), min(r + size, h)
-        if c1 > c0 and r1 > r0:
-            stamps[k, r0 - r:r1 - r, c0 - c:c1 - c] = image[r0:r1, c0:c1]
-    return stamps, origins
+    origins = np.column_stack([np.floor(np.asarray(x) + 0.5), np.floor(np.asarray(y) + 0.5)]).astype(np.int64)
+    origins -= size // 2
+    return cut_stamps(image, origins, size).astype(np.float32), origins
 
 
 def _table(rows, first) -> Table:
