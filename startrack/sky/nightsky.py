@@ -342,6 +342,12 @@ def _pool(identifier, job, blocks, todo, workers):
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
+    todo = list(todo)
+    if todo:
+        # The first block here: it compiles the kernels and writes numba's cache before any worker starts, as
+        # workers compiling into one empty cache at once can read each other's half-written files and crash.
+        yield from _serial(identifier, job, blocks, todo[:1])
+        todo = todo[1:]
     # spawn: a forked child would inherit numba's and OpenMP's threads in an undefined state
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
                              initargs=(identifier, job)) as pool:
