@@ -24,20 +24,11 @@ NIGHT_PSF = ((0.8, 0.3, -0.05, -0.02), (0.2, 0.6, 0.20, 0.08))
 STAMP = 11  # 7 x 7 ePSF ROI plus the build's 2 px of room on each side
 
 
-def cut_stamps(image, x, y, size=STAMP):
-    """Stamps (n, size, size) float32 around the pixels holding (x, y), NaN off the frame, and their origins."""
-    half = size // 2
-    org = np.floor(np.column_stack([x, y]) + 0.5).astype(np.int64) - half
-    pad = np.pad(np.asarray(image, np.float32), size, constant_values=np.nan)
-    stamps = np.stack([pad[r + size:r + 2 * size, c + size:c + 2 * size] for c, r in org]) if len(org) else \
-        np.empty((0, size, size), np.float32)
-    return stamps, org
-
-
 def night_pass1(n_frames, *, seed, start, cadence, latitude, longitude, roll_deg, mag_limit):
     """The simulated sequence through pass 1: tables as the night-sky runner hands them to pass 2."""
     from astropy.table import Table, vstack
 
+    from startrack.detect import cut_stamps
     from startrack.sky.camera import Camera
     from startrack.sky.earth import Site
     from startrack.sky.pipeline import RESULT_COLUMNS, solve_frame
@@ -60,7 +51,9 @@ def night_pass1(n_frames, *, seed, start, cadence, latitude, longitude, roll_deg
         prior = res.solution if res.solution.solved else None
         rows.append({"frame": k, "file": f"frame_{k:05d}.fits", "time": when, **res.row})
         s = res.stars[res.stars["hip"] > 0]
-        cut, org = cut_stamps(image, s["x"], s["y"])
+        # as the night-sky runner cuts them: centred on the pixel holding the star, NaN off the frame
+        org = np.floor(np.column_stack([s["x"], s["y"]]) + 0.5).astype(np.int64) - STAMP // 2
+        cut = cut_stamps(image, org, STAMP).astype(np.float32)
         t = Table({c: s[c] for c in ("hip", "x_cg", "y_cg", "x", "y", "x_err", "y_err", "flux", "background",
                                      "flags")})
         t["frame"] = k

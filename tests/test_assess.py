@@ -22,8 +22,9 @@ pytestmark = pytest.mark.slow
 def test_trajectory_residuals_against_the_precision_limit(assessment):
     h = assessment.headline
     print({m: h[m] for m in ("cg", "gaussian", "epsf")}, h["cg_over_epsf"])
-    # measured on this 60-frame sequence: ePSF 1.02x its PL, Gaussian 1.65x, CG 4.2x; the ePSF 4.0x better
-    assert h["epsf"]["ratio"] <= 1.15
+    # measured on this 60-frame sequence: ePSF 0.93x its PL, Gaussian 1.65x, CG 3.9x; the ePSF 4.1x better
+    # (on 500 frames, benchmarks/bench_nightsky.py: 0.99x)
+    assert 0.85 <= h["epsf"]["ratio"] <= 1.15
     assert h["gaussian"]["ratio"] > 1.2 * h["epsf"]["ratio"]
     assert h["cg_over_epsf"] >= 2.5
     assert h["n_stars"] >= 25 and h["n_solved"] == h["n_frames"] == 60
@@ -47,10 +48,9 @@ def test_accuracy_follows_the_predicted_region(assessment):
 def test_attitude_against_the_earths_rotation(assessment):
     a = {row["method"]: row for row in assessment.attitude_summary}
     print({m: (a[m]["rms_cross"], a[m]["sigma_cross"], a[m]["rms_roll"], a[m]["sigma_roll"]) for m in a})
-    # measured: ePSF 1.66x (across) and 1.02x (roll) the median sigma; Gaussian 1.94x and 2.37x. Across the
-    # boresight the excess comes from pass 1: its identification drops the brightest stars in some frames
-    # (Gaussian residuals beyond 5 sigma), and the changing star set moves the attitude.
-    assert a["epsf"]["ratio_cross"] <= 1.8 and a["epsf"]["ratio_roll"] <= 1.5
+    # measured: ePSF 0.82x (across) and 0.84x (roll) the median sigma; Gaussian 1.95x and 2.40x (pass 1
+    # refits the focal length in every frame, and its Gaussian positions keep their pixel-phase bias)
+    assert a["epsf"]["ratio_cross"] <= 1.5 and a["epsf"]["ratio_roll"] <= 1.5
     assert a["epsf"]["ratio_cross"] < a["gaussian"]["ratio_cross"]
     assert a["epsf"]["rms_cross"] < 0.3 and a["epsf"]["n_frames"] == 60
     # the fitted mounting puts the boresight at the site's zenith (to 0.1 arcmin), the simulation's pointing

@@ -6,7 +6,7 @@ from astropy.table import join
 from scipy.spatial.transform import Rotation
 
 from startrack.sky.attitude import ARCSEC
-from startrack.sky.star_epsf import EPSF_FRAME_COLUMNS, EPSF_STAR_COLUMNS, per_star_epsf
+from startrack.sky.star_epsf import EPSF_FRAME_COLUMNS, EPSF_STAR_COLUMNS, per_star_epsf, resolve_attitudes
 
 # the shared sequence's two passes take ~1-3 min on 2 cores (the per-star ePSF builds of ~35 stars)
 pytestmark = pytest.mark.slow
@@ -37,8 +37,10 @@ def test_epsf_positions_reach_the_bound_where_the_gaussian_does_not(night):
     pl = float(np.sqrt(np.mean(np.concatenate([j["x_epsf_err"], j["y_epsf_err"]]) ** 2)))
     epsf, gauss, cg = (_error_rms(j, *c) for c in (("x_epsf", "y_epsf"), ("x", "y"), ("x_cg", "y_cg")))
     print(f"error RMS vs truth, star means removed: CG {cg:.4f}, Gaussian {gauss:.4f}, ePSF {epsf:.4f}, PL {pl:.4f}")
-    # measured 1.01x (Gaussian 1.65x, CG 4.2x); without the track tie in the build it was 1.28x
-    assert epsf <= 1.15 * pl
+    # measured 0.93x (Gaussian 1.62x, CG 3.8x); without the track tie in the build it was 1.28x. Below the PL
+    # because each star's ePSF, built from these 60 images, learns a little of their noise (0.97x on all stars
+    # at the default smoothing, 1.01x over 500 frames: see PER_STAR_SMOOTHING); much lower would be overfitting
+    assert 0.85 * pl <= epsf <= 1.15 * pl
     assert epsf < 0.92 * gauss and cg > 2.5 * epsf
     # the ePSF photometry is the star's flux (within 3 %) where the Gaussian's is low
     ratio = np.median(np.asarray(j["flux_epsf"] / j["flux_true"]))
@@ -59,6 +61,33 @@ def test_epsf_attitude_against_the_truth(night):
     assert np.all(f["n_epsf"] >= 10) and np.all(f["rms_epsf_arcsec"] < 3 * f["rms_arcsec"])
 
 
+def test_one_focal_length_for_the_sequence(night):
+    d = night
+    f = d["frames2"]
+    truth = Rotation.from_quat(d["truth_quaternions"])
+    f_seq = np.asarray(f["focal_length_epsf_px"])
+    assert np.all(f_seq == f_seq[0])
+    # the simulation's focal length is 25 mm / 5.3 um; pass 1 refits it in every frame from Gaussian positions
+    f_true = d["camera"].focal_length_px
+    spread = float(np.std(np.asarray(f["focal_length_px"]) - f_true))
+    print(f"focal length: sequence {f_seq[0] - f_true:+.4f} px off, pass 1 frames scatter {spread:.4f} px")
+    assert abs(f_seq[0] - f_true) < 0.5 * spread
+    per_frame = resolve_attitudes(d["frames"], d["stars2"], d["camera"], d["catalog"], focal_length="frame")
+
+    def jitter(t):
+        q = np.column_stack([np.asarray(t[f"q{c}_epsf"], float) for c in "xyzw"])
+        err = (Rotation.from_quat(q) * truth.inv()).as_rotvec() / ARCSEC
+        return float(np.sqrt(np.mean((err[:, :2] - err[:, :2].mean(axis=0)) ** 2)))
+
+    # with the frames' own focal lengths the attitude moves with their errors across the boresight
+    print(f"attitude jitter across vs truth: sequence {jitter(f):.3f}\", frames {jitter(per_frame):.3f}\"")
+    assert jitter(f) < 0.9 * jitter(per_frame)
+    fixed = resolve_attitudes(d["frames"], d["stars2"], d["camera"], d["catalog"], focal_length=f_true)
+    assert np.all(fixed["focal_length_epsf_px"] == f_true)
+    with pytest.raises(ValueError, match="focal_length"):
+        resolve_attitudes(d["frames"], d["stars2"], d["camera"], d["catalog"], focal_length="best")
+
+
 def test_stars_in_too_few_frames_keep_the_gaussian(night):
     d = night
     one = d["stars"][d["stars"]["frame"] < 3]
@@ -68,9 +97,12 @@ def test_stars_in_too_few_frames_keep_the_gaussian(night):
     for a, b in (("x_epsf", "x"), ("y_epsf", "y"), ("x_epsf_err", "x_err"), ("flux_epsf", "flux")):
         np.testing.assert_array_equal(s2[a], s2[b])
     assert all("min_frames" in n for n in s2.meta["epsf_stars"]["note"])
-    # re-solved from the Gaussian positions with the same identities: pass 1's attitude again (to 0.1 sigma)
+    assert list(np.flatnonzero(np.asarray(f2["n_epsf"]) > 0)) == [0, 1, 2]
+    # re-solved from the Gaussian positions with the same identities and pass 1's focal lengths: pass 1's
+    # attitude again (to 0.1 sigma)
+    f2 = resolve_attitudes(d["frames"], s2, d["camera"], d["catalog"], focal_length="frame")
     solved = np.flatnonzero(np.asarray(f2["n_epsf"]) > 0)
-    assert list(solved) == [0, 1, 2]
+    np.testing.assert_array_equal(f2["focal_length_epsf_px"][solved], f2["focal_length_px"][solved])
     for i in solved:
         a = Rotation.from_quat([f2[f"q{c}"][i] for c in "xyzw"])
         b = Rotation.from_quat([f2[f"q{c}_epsf"][i] for c in "xyzw"])

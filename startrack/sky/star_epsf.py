@@ -38,12 +38,14 @@ __all__ = ["per_star_epsf", "resolve_attitudes", "frame_seconds", "EPSF_STAR_COL
 EPSF_STAR_COLUMNS = ("x_epsf", "y_epsf", "x_epsf_err", "y_epsf_err", "flux_epsf", "epsf")
 #: Columns :func:`per_star_epsf` adds to the frame table.
 EPSF_FRAME_COLUMNS = ("qx_epsf", "qy_epsf", "qz_epsf", "qw_epsf", "sigma_cross_epsf_arcsec", "sigma_roll_epsf_arcsec",
-                      "rms_epsf_arcsec", "n_epsf")
-#: Roughness penalty of a per-star ePSF. One star's few dozen images leave ~3 samples per node of a 29 x 29
-#: grid: on a simulated 60-frame zenith sequence (0.3 px core + offset wing; builds without the track tie)
-#: the ePSF-MLE error was 1.16x the PL at the build's default 0.1, 1.12x at 0.3, 1.21x at 1, 1.40x at 3
-#: (six faint stars). Not re-tuned with the tie.
-PER_STAR_SMOOTHING = 0.3
+                      "rms_epsf_arcsec", "n_epsf", "focal_length_epsf_px")
+#: Roughness penalty of a per-star ePSF. Measured on the simulated zenith sequence of issue 14 (0.3 px core +
+#: offset wing; track tie; one focal length per sequence), error against the truth about each star's mean, over
+#: its CRLB, all stars / the 4 brightest: 500 frames 1.10 / 1.36 at 0.3, 1.03 / 1.14 at 0.1, 1.01 / 1.05 at 0.03;
+#: 60 frames 1.17 / 1.71, 1.04 / 1.36, 0.97 / 1.12. A stiffer ePSF keeps part of the Gaussian start's
+#: pixel-phase bias (0.008 px peak to peak at 0.3, 0.0025 at 0.03), which the brightest stars, carrying the
+#: attitude, cannot hide; below ~0.03 a short sequence's ePSF starts to learn its images' noise (0.97 < 1).
+PER_STAR_SMOOTHING = 0.03
 _STAR_NEEDS = ("frame", "hip", "x", "y", "x_err", "y_err", "flux", "stamp")
 _FRAME_NEEDS = ("frame", "time", "status", "focal_length_px")
 
@@ -106,7 +108,8 @@ def per_star_epsf(stars: Table, stamps, origins, frames: Table, camera: Camera, 
         ``frames`` with the attitude from the ePSF positions
         (:func:`resolve_attitudes`): ``qx_epsf .. qw_epsf`` (ICRS -> camera,
         scalar last), ``sigma_cross_epsf_arcsec``, ``sigma_roll_epsf_arcsec``,
-        ``rms_epsf_arcsec`` and ``n_epsf`` (stars with ePSF positions).
+        ``rms_epsf_arcsec``, ``n_epsf`` (stars with ePSF positions) and
+        ``focal_length_epsf_px`` (one for the sequence, fitted to the ePSF positions).
     """
     _require(stars, _STAR_NEEDS, "stars")
     _require(frames, _FRAME_NEEDS, "frames")
@@ -227,12 +230,12 @@ def frame_seconds(frames: Table) -> dict:
 
 
 def resolve_attitudes(frames: Table, stars: Table, camera: Camera, catalog: Catalog, *, x="x_epsf", y="y_epsf",
-                      x_err="x_epsf_err", y_err="y_epsf_err", suffix="_epsf") -> Table:
+                      x_err="x_epsf_err", y_err="y_epsf_err", suffix="_epsf", focal_length="sequence") -> Table:
     """Each solved frame's attitude again from other star positions, with the identities pass 1 found.
 
     CRLB-weighted Wahba (:func:`startrack.sky.attitude.solve_attitude`) of
-    the stars' directions (through ``camera`` at the frame's refined focal
-    length) against the catalog's apparent places at the frame time.
+    the stars' directions (through ``camera`` at ``focal_length``) against
+    the catalog's apparent places at the frame time.
 
     Parameters
     ----------
@@ -242,6 +245,16 @@ def resolve_attitudes(frames: Table, stars: Table, camera: Camera, catalog: Cata
     catalog : Catalog
     suffix : str
         Appended to the new columns' names (``qx`` + suffix ...).
+    focal_length : {"sequence", "frame"} or float
+        ``"sequence"`` (default): one focal length for every frame, the one
+        that best fits these positions over the whole sequence (least
+        squares, each frame's attitude free). A frame's own refit moves with
+        its stars' noise, and with the stars off-centre that error turns into
+        a cross-boresight rotation the covariance does not know of: on a
+        simulated 500-frame zenith sequence, pass 1's per-frame focal lengths
+        (+-0.07 px of 4717) put 0.15" into the attitude against its 0.06"
+        sigma. ``"frame"``: each frame's pass-1 value (``focal_length_px``);
+        a number: that focal length (px).
 
     Returns
     -------
@@ -250,41 +263,67 @@ def resolve_attitudes(frames: Table, stars: Table, camera: Camera, catalog: Cata
         ``sigma_cross_arcsec, sigma_roll_arcsec`` (QUEST covariance, scaled
         by the reduced chi-square of the residuals when above 1, as in pass 1),
         ``rms_arcsec`` (RMS angle between each star and its catalog
-        direction) and ``n`` (stars used), each name with ``suffix``; NaN for
-        frames not solved, without a time or with fewer than 3 stars.
+        direction), ``n`` (stars used) and ``focal_length_px`` (the one
+        used), each name with ``suffix``; NaN for frames not solved, without
+        a time or with fewer than 3 stars.
     """
+    from scipy.optimize import minimize_scalar
+
     index = {int(h): i for i, h in enumerate(catalog.hip)}
     names = [c.replace("_epsf", suffix) for c in EPSF_FRAME_COLUMNS]
-    res = np.full((len(frames), 7), np.nan)
-    count = np.zeros(len(frames), np.int64)
     sframe = np.asarray(stars["frame"], np.int64)
     sx, sy = np.asarray(stars[x], float), np.asarray(stars[y], float)
     ex, ey = np.asarray(stars[x_err], float), np.asarray(stars[y_err], float)
-    known = np.array([int(h) in index for h in np.asarray(stars["hip"])], bool)
+    hip = np.asarray(stars["hip"], np.int64)
+    known = np.array([int(h) in index for h in hip], bool)
     usable = known & np.isfinite(sx) & np.isfinite(sy) & (ex > 0) & (ey > 0)
     order = np.argsort(sframe, kind="stable")
-    bounds = np.searchsorted(sframe[order], np.asarray(frames["frame"], np.int64), side="left")
-    ends = np.searchsorted(sframe[order], np.asarray(frames["frame"], np.int64), side="right")
+    number = np.asarray(frames["frame"], np.int64)
+    bounds = np.searchsorted(sframe[order], number, side="left")
+    ends = np.searchsorted(sframe[order], number, side="right")
+    pass1_f = np.asarray(frames["focal_length_px"], float)
+    todo = []  # (frame row, star rows, apparent catalog directions)
     for i, fr in enumerate(frames):
         when = str(fr["time"]).strip()
-        f_px = float(fr["focal_length_px"])
-        if fr["status"] != "solved" or not when or not math.isfinite(f_px):
+        if fr["status"] != "solved" or not when or not math.isfinite(pass1_f[i]):
             continue
         sel = order[bounds[i]:ends[i]]
         sel = sel[usable[sel]]
-        if len(sel) < 3:
-            continue
+        if len(sel) >= 3:
+            todo.append((i, sel, catalog.apparent(parse_time(when))[[index[int(h)] for h in hip[sel]]]))
+
+    def solve(sel, ref, f_px):
         cam = camera.with_focal_length(f_px)
         obs = cam.pixel_to_vector(sx[sel], sy[sel])
-        ref = catalog.apparent(parse_time(when))[[index[int(h)] for h in np.asarray(stars["hip"])[sel]]]
         sigma = cam.angular_sigma(sx[sel], sy[sel], ex[sel], ey[sel])
         att = solve_attitude(obs, ref, sigma)
         resid = np.arccos(np.clip(np.sum(obs * (ref @ att.matrix.T), axis=1), -1.0, 1.0))
+        return att, resid, sigma
+
+    if isinstance(focal_length, str) and focal_length == "frame":
+        f_of = pass1_f
+    elif isinstance(focal_length, str) and focal_length == "sequence":
+        f_seq = float(np.median(pass1_f[[i for i, _, _ in todo]])) if todo else camera.focal_length_px
+        if todo:
+            def chi2(f_px):
+                return sum(float(np.sum((r / s) ** 2)) for r, s in (solve(sel, ref, f_px)[1:] for _, sel, ref in todo))
+
+            # the per-frame values scatter by ~1e-5 of f: +-0.1 % holds the answer with room to spare
+            fit = minimize_scalar(chi2, bounds=(f_seq * 0.999, f_seq * 1.001), method="bounded",
+                                  options={"xatol": f_seq * 1e-8})
+            f_seq = float(fit.x)
+        f_of = np.full(len(frames), f_seq)
+    else:
+        f_of = np.full(len(frames), as_float(focal_length, "focal_length", positive=True, unit="px"))
+    res = np.full((len(frames), 8), np.nan)
+    count = np.zeros(len(frames), np.int64)
+    for i, sel, ref in todo:
+        att, resid, sigma = solve(sel, ref, f_of[i])
         # as pass 1 reports it: the covariance grows with the reduced chi-square when the stars scatter
         # more than their bounds (two residual components per star, three attitude parameters)
         scale = math.sqrt(max(1.0, float(np.sum((resid / sigma) ** 2)) / max(2 * len(sel) - 3, 1)))
         res[i] = (*att.quaternion, scale * att.sigma_cross_arcsec, scale * att.sigma_roll_arcsec,
-                  math.sqrt(float(np.mean(resid**2))) / ARCSEC)
+                  math.sqrt(float(np.mean(resid**2))) / ARCSEC, f_of[i])
         count[i] = len(sel)
     out = frames.copy(copy_data=True)
     for j, name in enumerate(names[:7]):
@@ -292,5 +331,7 @@ def resolve_attitudes(frames: Table, stars: Table, camera: Camera, catalog: Cata
         if name.startswith(("sigma", "rms")):
             out[name].unit = "arcsec"
     out[names[7]] = count
+    out[names[8]] = res[:, 7]
+    out[names[8]].unit = "pix"
     out[names[0]].description = f"quaternion (ICRS -> camera, scalar last) from the {x}, {y} positions"
     return out
