@@ -64,7 +64,7 @@ def test_report_tables_and_plots(assessment, night, tmp_path, monkeypatch):
     path = assessment.write(tmp_path / "out")
     text = path.read_text()
     assert path.name == "report.md" and "ePSF MLE" in text and "Earth's rotation" in text
-    assert "Every frame was solved." in text
+    assert "Every frame was solved." in text and "one focal length for the sequence" in text
     for name in ("accuracy_summary", "accuracy_stars", "accuracy_regions", "attitude_summary", "failed_frames"):
         assert (tmp_path / "out" / f"{name}.ecsv").is_file()
     back = Table.read(tmp_path / "out" / "accuracy_summary.ecsv")

@@ -194,6 +194,11 @@ def assess(frames: Table, stars: Table, camera: Camera, *, site: Site | None = N
     a.headline = _headline(a, methods, solutions, frames)
     a.context = {"camera": camera.to_toml(), "sensor": None if sensor is None else sensor.to_toml(),
                  "model": getattr(model, "spec", None if model is None else repr(model))}
+    solved = np.asarray(frames["status"]) == "solved"
+    if "focal_length_epsf_px" in frames.colnames and solved.any():
+        f1 = np.asarray(frames["focal_length_px"], float)[solved]
+        f2 = np.asarray(frames["focal_length_epsf_px"], float)[solved]
+        a.context["focal_length"] = (float(np.nanmedian(f2)), float(np.nanmedian(f1)), float(np.nanstd(f1)))
     return a
 
 
@@ -483,6 +488,10 @@ def _report(a, plots, tables):
                          f"| {_fmt(r['rms_roll'], '.3f')} | {_fmt(r['sigma_roll'], '.3f')} "
                          f"| {_fmt(r['ratio_roll'], '.2f')} |")
         lines.append("")
+        if "focal_length" in a.context:
+            f2, f1, spread = a.context["focal_length"]
+            lines += [f"The ePSF attitudes use one focal length for the sequence, {f2:.3f} px, fitted to the ePSF "
+                      f"positions; pass 1 refits it in every frame (median {f1:.3f} px, scatter {spread:.3f} px).", ""]
         for m, p in a.mounting.items():
             text = (f"- {_LABEL[m]}: the boresight is the zenith of latitude {p['zenith_latitude_deg']:.4f} deg, "
                     f"longitude {p['zenith_longitude_deg']:.4f} deg")
