@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
-from startrack.sky.assess import assess
+from startrack.sky.assess import assess, headline_lines
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +65,10 @@ def test_report_tables_and_plots(assessment, night, tmp_path, monkeypatch):
     text = path.read_text()
     assert path.name == "report.md" and "ePSF MLE" in text and "Earth's rotation" in text
     assert "Every frame was solved." in text and "one focal length for the sequence" in text
+    # a ratio below 1 is explained where it is shown, in the report and on the terminal
+    below = assessment.headline["epsf"]["ratio"] < 1
+    assert ("below the one-image bound" in text) == below
+    assert any("below the one-image bound" in line for line in headline_lines(assessment.headline)) == below
     for name in ("accuracy_summary", "accuracy_stars", "accuracy_regions", "attitude_summary", "failed_frames"):
         assert (tmp_path / "out" / f"{name}.ecsv").is_file()
     back = Table.read(tmp_path / "out" / "accuracy_summary.ecsv")
