@@ -45,30 +45,18 @@ import numpy as np
 from astropy.table import Table
 from scipy.spatial.transform import Rotation
 
-from startrack import GaussianMixturePSF, Sensor
-from startrack.cli.demo import SEQUENCE, SEQUENCE_PSF
+from startrack.cli.demo import demo_sequence, sequence_model
 from startrack.sky.attitude import ARCSEC
 from startrack.sky.camera import Camera
-from startrack.sky.earth import Site
-from startrack.sky.simulate import write_ground_sequence
 
-CAMERA = {"focal_length_mm": 25.0, "pixel_pitch_um": 5.3, "width": 1024, "height": 1024}
-SENSOR = Sensor(gain=0.14, offset=37.0, dark_var=54.4, saturation=65535)
-PSF = GaussianMixturePSF(SEQUENCE_PSF)
-MODEL = f"gaussian:{PSF.equivalent_radius():.3f}"  # pass 1's Gaussian: the PSF's equivalent radius
 STARTRACK = [sys.executable, "-m", "startrack"]
 
 
 def sequence(folder: Path, n_frames: int) -> Path:
-    """The simulated night in ``folder`` (made on first use)."""
-    if (folder / "truth_frames.ecsv").is_file() and len(Table.read(folder / "truth_frames.ecsv")) == n_frames:
-        return folder
-    shutil.rmtree(folder, ignore_errors=True)
-    kw = dict(SEQUENCE)
-    site = Site(kw.pop("latitude"), kw.pop("longitude"))
+    """The simulated night in ``folder`` (the demo's, made on first use)."""
     t = time.perf_counter()
-    write_ground_sequence(folder, Camera.from_dict(CAMERA), PSF, SENSOR, site, n_frames, **kw)
-    print(f"simulated {n_frames} frames into {folder} in {time.perf_counter() - t:.0f} s", flush=True)
+    demo_sequence(n_frames, folder)
+    print(f"{n_frames} frames in {folder} ({time.perf_counter() - t:.0f} s to make or find)", flush=True)
     return folder
 
 
@@ -85,7 +73,7 @@ def timed(cmd) -> float:
 def nightsky(data: Path, out: Path, *extra) -> float:
     shutil.rmtree(out, ignore_errors=True)
     return timed([*STARTRACK, "nightsky", str(data), "--camera", str(data / "camera.toml"), "--out", str(out),
-                  "--psf", MODEL, "--quiet", *extra])
+                  "--psf", sequence_model(), "--quiet", *extra])
 
 
 def same_tables(a: Path, b: Path) -> bool:
@@ -125,7 +113,7 @@ def accuracy(data: Path, out: Path) -> dict:
         res[f"truth_{m}_cross"] = float(np.sqrt(np.mean(err[:, :2] ** 2)))
         res[f"truth_{m}_roll"] = float(np.sqrt(np.mean(err[:, 2] ** 2)))
     res["focal_length_epsf_px"] = float(frames["focal_length_epsf_px"][0])
-    res["focal_length_true_px"] = Camera.from_dict(CAMERA).focal_length_px
+    res["focal_length_true_px"] = Camera.from_toml(data / "camera.toml").focal_length_px
     return res
 
 
@@ -152,8 +140,8 @@ def main(argv=None):
     print(f"startrack nightsky, {args.workers} workers: {wall['nightsky']:.1f} s, {n / wall['nightsky']:.1f} "
           "frames/s", flush=True)
     frames = sorted(str(p) for p in data.glob("frame_*.fits"))
-    wall["solve"] = timed([*STARTRACK, "solve", *frames, "--camera", str(data / "camera.toml"), "--psf", MODEL,
-                           "--out", str(work / "solve.ecsv"), "--quiet"])
+    wall["solve"] = timed([*STARTRACK, "solve", *frames, "--camera", str(data / "camera.toml"), "--psf",
+                           sequence_model(), "--out", str(work / "solve.ecsv"), "--quiet"])
     print(f"startrack solve: {wall['solve']:.1f} s, {n / wall['solve']:.1f} frames/s", flush=True)
     identical = None
     if not args.no_dask:

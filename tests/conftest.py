@@ -21,16 +21,15 @@ def rng():
 NIGHT = dict(n_frames=60, start="2026-03-20T22:00:00", cadence=0.366, latitude=47.0, longitude=8.0, roll_deg=30.0,
              mag_limit=7.0, seed=3)
 NIGHT_PSF = ((0.8, 0.3, -0.05, -0.02), (0.2, 0.6, 0.20, 0.08))
-STAMP = 11  # 7 x 7 ePSF ROI plus the build's 2 px of room on each side
 
 
 def night_pass1(n_frames, *, seed, start, cadence, latitude, longitude, roll_deg, mag_limit):
     """The simulated sequence through pass 1: tables as the night-sky runner hands them to pass 2."""
     from astropy.table import Table, vstack
 
-    from startrack.detect import cut_stamps
     from startrack.sky.camera import Camera
     from startrack.sky.earth import Site
+    from startrack.sky.nightsky import star_stamps
     from startrack.sky.pipeline import RESULT_COLUMNS, solve_frame
     from startrack.sky.simulate import ground_sequence
     from startrack.sky.starid.solver import StarIdentifier
@@ -51,9 +50,7 @@ def night_pass1(n_frames, *, seed, start, cadence, latitude, longitude, roll_deg
         prior = res.solution if res.solution.solved else None
         rows.append({"frame": k, "file": f"frame_{k:05d}.fits", "time": when, **res.row})
         s = res.stars[res.stars["hip"] > 0]
-        # as the night-sky runner cuts them: centred on the pixel holding the star, NaN off the frame
-        org = np.floor(np.column_stack([s["x"], s["y"]]) + 0.5).astype(np.int64) - STAMP // 2
-        cut = cut_stamps(image, org, STAMP).astype(np.float32)
+        cut, org = star_stamps(image, s["x"], s["y"])  # as the runner cuts them
         t = Table({c: s[c] for c in ("hip", "x_cg", "y_cg", "x", "y", "x_err", "y_err", "flux", "background",
                                      "flags")})
         t["frame"] = k

@@ -55,14 +55,17 @@ def register(sub):
     p.set_defaults(func=run)
 
 
-def _sequence(n_frames, quiet):
-    """The demo sequence's folder in the user cache, simulated on first use."""
+def demo_sequence(n_frames, folder=None, *, quiet=True) -> Path:
+    """The built-in sequence of ``n_frames`` frames in ``folder`` (default: the user cache), simulated on first use.
+
+    ``benchmarks/bench_nightsky.py`` runs the job on the same night, 500 frames long.
+    """
     from .._cache import cache_dir
     from ..psf import GaussianMixturePSF
     from ..sky.earth import Site
     from ..sky.simulate import write_ground_sequence
 
-    folder = cache_dir() / f"demo-sequence-{n_frames}"
+    folder = cache_dir() / f"demo-sequence-{n_frames}" if folder is None else Path(folder)
     if (folder / "truth_frames.ecsv").is_file():
         return folder
     camera = Camera.from_dict({"focal_length_mm": 25.0, "pixel_pitch_um": 5.3, "width": 1024, "height": 1024})
@@ -78,20 +81,26 @@ def _sequence(n_frames, quiet):
     return folder
 
 
+def sequence_model() -> str:
+    """Pass 1's PSF model for the built-in sequence: a Gaussian of the PSF's equivalent radius."""
+    from ..psf import GaussianMixturePSF
+
+    return f"gaussian:{GaussianMixturePSF(SEQUENCE_PSF).equivalent_radius():.3f}"
+
+
 def run(args):
     if args.frame:
         return _single_frame(args)
-    from ..psf import GaussianMixturePSF
     from ..sky.assess import headline_lines
     from ..sky.nightsky import run as nightsky
 
     if args.frames < 25:
         raise ValueError(f"--frames must be at least 25 (each star's ePSF needs 20 frames), got {args.frames}")
-    seq = _sequence(args.frames, args.quiet)
+    seq = demo_sequence(args.frames, quiet=args.quiet)
     out = Path(args.out)
     if (out / "run.json").is_file():
         shutil.rmtree(out)  # a previous demo's run: the demo starts afresh
-    model = f"gaussian:{GaussianMixturePSF(SEQUENCE_PSF).equivalent_radius():.3f}"
+    model = sequence_model()
     res = nightsky(seq, seq / "camera.toml", out=out, psf=model, workers=args.workers,
                    progress=not args.quiet and sys.stderr.isatty())
     print(f"night-sky demo: {len(res.frames)} frames of a ground-fixed zenith camera, pass 1 {model} MLE, "

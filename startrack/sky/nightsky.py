@@ -41,7 +41,8 @@ from .camera import Camera
 from .catalog import parse_time
 from .pipeline import RESULT_COLUMNS, error_row, solve_frame
 
-__all__ = ["run", "run_pass1", "solve_block", "frame_paths", "NightSkyResult", "BlockJob", "BLOCK_FRAMES", "STAMP"]
+__all__ = ["run", "run_pass1", "solve_block", "frame_paths", "star_stamps", "NightSkyResult", "BlockJob",
+           "BLOCK_FRAMES", "STAMP"]
 
 #: Frames per block: tracking runs inside a block, a block's first frame is lost-in-space (~3x slower).
 BLOCK_FRAMES = 16
@@ -137,8 +138,9 @@ def _frame_time(header, index, job: BlockJob):
     return t, t.isot
 
 
-def _stamps(image, x, y, size):
-    """``size`` x ``size`` float32 cut-outs centred on the pixel holding each (x, y); NaN off the frame."""
+def star_stamps(image, x, y, size=STAMP):
+    """``size`` x ``size`` float32 cut-outs centred on the pixel holding each (x, y), NaN off the frame, and their
+    (column, row) origins: pass 2's stamps (a star's ePSF needs the star in the middle, even at the edge)."""
     origins = np.column_stack([np.floor(np.asarray(x) + 0.5), np.floor(np.asarray(y) + 0.5)]).astype(np.int64)
     origins -= size // 2
     return cut_stamps(image, origins, size).astype(np.float32), origins
@@ -203,7 +205,7 @@ def solve_block(identifier, job: BlockJob, block):
             if prior is not None:
                 stars = res.stars[np.asarray(res.stars["hip"]) > 0]
                 stars.meta = {}
-                cut, org = _stamps(image, stars["x"], stars["y"], job.stamp)
+                cut, org = star_stamps(image, stars["x"], stars["y"], job.stamp)
                 stars["frame"] = int(index)
                 stars["stamp"] = np.arange(n_stamps, n_stamps + len(stars))
                 n_stamps += len(stars)

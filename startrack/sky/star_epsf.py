@@ -300,19 +300,20 @@ def resolve_attitudes(frames: Table, stars: Table, camera: Camera, catalog: Cata
         resid = np.arccos(np.clip(np.sum(obs * (ref @ att.matrix.T), axis=1), -1.0, 1.0))
         return att, resid, sigma
 
-    if isinstance(focal_length, str) and focal_length == "frame":
+    mode = focal_length if isinstance(focal_length, str) else "value"
+    if mode == "frame":
         f_of = pass1_f
-    elif isinstance(focal_length, str) and focal_length == "sequence":
-        f_seq = float(np.median(pass1_f[[i for i, _, _ in todo]])) if todo else camera.focal_length_px
+    elif mode == "sequence":
+        f_of = pass1_f  # no frame to fit: nothing is solved
         if todo:
             def chi2(f_px):
                 return sum(float(np.sum((r / s) ** 2)) for r, s in (solve(sel, ref, f_px)[1:] for _, sel, ref in todo))
 
+            start = float(np.median(pass1_f[[i for i, _, _ in todo]]))
             # the per-frame values scatter by ~1e-5 of f: +-0.1 % holds the answer with room to spare
-            fit = minimize_scalar(chi2, bounds=(f_seq * 0.999, f_seq * 1.001), method="bounded",
-                                  options={"xatol": f_seq * 1e-8})
-            f_seq = float(fit.x)
-        f_of = np.full(len(frames), f_seq)
+            fit = minimize_scalar(chi2, bounds=(start * 0.999, start * 1.001), method="bounded",
+                                  options={"xatol": start * 1e-8})
+            f_of = np.full(len(frames), float(fit.x))
     else:
         f_of = np.full(len(frames), as_float(focal_length, "focal_length", positive=True, unit="px"))
     res = np.full((len(frames), 8), np.nan)
